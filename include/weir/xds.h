@@ -1,0 +1,383 @@
+/* include/weir/xds.h -- the configuration model and its immutable snapshots (xds/).
+ *
+ * A snapshot is built on the control thread from the JSON config file, validated as a whole
+ * and then published to the workers. Once built it never changes: the structs below are
+ * public so the data path reads them without calls, but every field is read-only for
+ * everybody outside xds/. The only words that change under a snapshot are the _Atomic
+ * counters and health flags in the shared stats entries (struct xds_ep_state,
+ * struct xds_counters), which outlive snapshots: a new snapshot re-links the entry of the same
+ * key, so counters and health survive reloads.
+ *
+ * Thread rules: build/load and the stats registry are control-thread only. ref/unref, lookups
+ * and route matching may be called from any thread.
+ */
+#ifndef WEIR_XDS_H
+#define WEIR_XDS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <weir/wr.h>
+
+struct xds_stats_reg;
+struct xds_vhost_index; /* private to xds/ */
+
+/* ---- shared counters that survive snapshots -------------------------------------------- */
+
+/* Single-writer counter increment: each worker owns its own counter words, the control thread
+ * only reads them. Compiles to a plain load/add/store (no lock prefix). */
+static inline void xds_ctr_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t xds_ctr_get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Endpoint health flags (0 = healthy and serving). Written by health/ (later), read by LBs. */
+#define XDS_EPF_UNHEALTHY 0x1u /* failed active health checks */
+#define XDS_EPF_EJECTED   0x2u /* ejected by outlier detection */
+#define XDS_EPF_DRAINING  0x4u /* removed or draining: no new requests */
+
+/* Per-worker slice of an endpoint's state; only worker <i> writes w[i]. */
+struct xds_ep_wstate {
+    _Atomic uint64_t requests; /* proxied requests sent to the endpoint */
+    _Atomic uint64_t failures; /* 5xx answers + connect/reset/timeout failures */
+    _Atomic uint64_t active;   /* requests in flight */
+    _Atomic uint64_t connect_failures;
+    struct wr_list idle; /* this worker's idle pooled upstream connections (ingress/) */
+    uint32_t n_idle;
+} __attribute__((aligned(64)));
+
+/* State of one endpoint, keyed by "cluster|address"; refcounted (the registry, every snapshot
+ * that links it, and every pooled upstream connection to it hold a reference). */
+struct xds_ep_state {
+    _Atomic uint32_t refs;
+    _Atomic uint32_t flags; /* XDS_EPF_* */
+    char *key;
+    unsigned nworkers;
+    struct xds_ep_wstate w[]; /* nworkers entries */
+};
+
+/* A block of <ncounters> counters per worker, keyed by "<kind>|<key>"; refcounted like
+ * struct xds_ep_state. Used for route, route×cluster and rollout metrics. */
+struct xds_counters {
+    _Atomic uint32_t refs;
+    unsigned ncounters;
+    unsigned stride; /* counters per worker, rounded up to a cache line */
+    unsigned nworkers;
+    char *key;
+    _Atomic uint64_t c[]; /* nworkers * stride */
+};
+
+static inline _Atomic uint64_t *xds_counters_w(struct xds_counters *k, unsigned worker)
+{
+    return &k->c[(size_t)worker * k->stride];
+}
+
+/* Sums counter <i> over all workers. */
+uint64_t xds_counters_sum(struct xds_counters *k, unsigned i);
+
+struct xds_ep_state *xds_ep_state_ref(struct xds_ep_state *st);
+void xds_ep_state_unref(struct xds_ep_state *st); /* NULL is a no-op */
+
+/* The registry: control thread only. */
+struct xds_stats_reg *xds_stats_reg_new(unsigned nworkers);
+void xds_stats_reg_free(struct xds_stats_reg *r);
+/* Returns a new reference to the entry of <key>, creating it when absent. */
+struct xds_ep_state *xds_stats_ep(struct xds_stats_reg *r, const char *key);
+struct xds_counters *xds_stats_counters(struct xds_stats_reg *r, const char *key,
+                                        unsigned ncounters);
+void xds_counters_unref(struct xds_counters *k);
+/* Frees entries nobody but the registry references any more. */
+void xds_stats_reg_sweep(struct xds_stats_reg *r);
+
+/* ---- the model ---------------------------------------------------------------------------- */
+
+enum xds_lb_policy {
+    XDS_LB_ROUND_ROBIN = 0,
+    XDS_LB_LEAST_REQUEST,
+    XDS_LB_RING_HASH,
+    XDS_LB_RANDOM,
+};
+
+enum xds_hash_on {
+    XDS_HASH_NONE = 0,
+    XDS_HASH_HEADER,
+    XDS_HASH_COOKIE,
+    XDS_HASH_SOURCE_IP,
+};
+
+enum xds_protocol {
+    XDS_PROTO_HTTP1 = 0,
+    XDS_PROTO_H2,
+    XDS_PROTO_H2C,
+};
+
+enum xds_source {
+    XDS_SRC_STATIC = 0,
+    XDS_SRC_FILE,
+    XDS_SRC_DNS_SRV,
+    XDS_SRC_CONSUL,
+    XDS_SRC_KUBERNETES,
+};
+
+const char *xds_source_name(enum xds_source s);
+const char *xds_lb_policy_name(enum xds_lb_policy p);
+
+struct xds_tls_cert {
+    char *cert_file;
+    char *key_file;
+};
+
+struct xds_listener_tls {
+    struct xds_tls_cert *certs;
+    uint32_t n_certs;
+    char **alpn; /* NULL-terminated */
+    uint32_t n_alpn;
+    uint8_t min_version; /* 2 = TLS 1.2, 3 = TLS 1.3 */
+};
+
+struct xds_listener {
+    char *name;
+    char *address; /* as configured */
+    struct sockaddr_storage ss;
+    unsigned sslen;
+    bool h2c;
+    bool proxy_protocol;
+    struct xds_listener_tls *tls; /* NULL: plain */
+    /* counter 0: active client connections (a gauge: each worker adds and subtracts its own
+     * word; sum as int64); counter 1: accepted connections */
+    struct xds_counters *stats;
+};
+
+struct xds_endpoint {
+    char *address; /* "127.0.0.1:9001" / "[::1]:9001": as /clusters shows it */
+    struct sockaddr_storage ss;
+    unsigned sslen;
+    uint32_t weight; /* >= 1 */
+    struct xds_ep_state *st;
+};
+
+enum xds_hc_type {
+    XDS_HC_NONE = 0,
+    XDS_HC_HTTP,
+    XDS_HC_TCP,
+    XDS_HC_GRPC,
+};
+
+/* Active health check settings (used by health/). */
+struct xds_health_check {
+    uint8_t type; /* enum xds_hc_type */
+    bool initial_healthy;
+    bool tls;
+    char *path, *method, *host, *body_contains; /* http */
+    uint16_t (*expected)[2];                    /* inclusive status ranges */
+    uint32_t n_expected;
+    char *send, *expect; /* tcp */
+    char *service;       /* grpc */
+    uint32_t interval_ms, unhealthy_interval_ms, timeout_ms;
+    uint32_t healthy_threshold, unhealthy_threshold, jitter_percent;
+};
+
+struct xds_outlier {
+    bool enabled;
+    uint32_t consecutive_5xx, consecutive_gateway_failure;
+    uint32_t base_ejection_ms, max_ejection_ms, max_ejection_percent;
+};
+
+struct xds_upstream_tls {
+    bool enabled;
+    char *sni;
+    char *ca_file;
+    bool verify;
+};
+
+struct xds_cluster {
+    char *name;
+    uint32_t idx; /* index in snapshot->clusters */
+    uint8_t lb_policy; /* enum xds_lb_policy */
+    uint8_t hash_on;   /* enum xds_hash_on */
+    uint8_t protocol;  /* enum xds_protocol */
+    uint8_t source;    /* enum xds_source */
+    bool is_template;  /* declared without an "endpoints" key */
+    char *hash_name;   /* header (lower-cased) or cookie name for ring_hash */
+    struct xds_endpoint *eps;
+    uint32_t n_eps;
+    uint32_t total_weight;
+    uint32_t panic_percent;         /* default 50 */
+    uint32_t connect_timeout_ms;    /* default 2000 */
+    uint32_t idle_timeout_ms;       /* upstream idle pooled connection lifetime, default 30000 */
+    uint32_t max_idle;              /* idle pooled connections per endpoint per worker, 1024 */
+    uint32_t retries;               /* retries for idempotent requests, default 1 */
+    struct xds_health_check hc;     /* type XDS_HC_NONE: none */
+    struct xds_outlier outlier;
+    struct xds_upstream_tls tls;
+    struct xds_counters *stats;     /* cluster counters: XDS_CS_* */
+};
+
+/* Cluster counters (struct xds_cluster.stats). */
+enum { XDS_CS_CONNECT_FAILURES = 0, XDS_CS_RETRIES, XDS_CS_COUNT };
+
+struct xds_rollout {
+    char *name;
+    uint32_t idx;
+    struct xds_cluster *blue, *green;
+    uint32_t green_weight; /* 0..100 */
+    bool sticky;
+    /* per colour (0 blue, 1 green) × code class (0 = 1xx ... 4 = 5xx): XDS_RS_IDX() */
+    struct xds_counters *stats;
+};
+
+#define XDS_RS_IDX(colour, cls) ((colour)*5 + (cls))
+
+enum xds_path_kind {
+    XDS_PATH_ANY = 0, /* no path condition */
+    XDS_PATH_EXACT,
+    XDS_PATH_PREFIX,
+    XDS_PATH_REGEX,
+};
+
+enum xds_hdr_kind {
+    XDS_HDR_EXACT = 0,
+    XDS_HDR_PREFIX,
+    XDS_HDR_SUFFIX,
+    XDS_HDR_CONTAINS,
+    XDS_HDR_REGEX,
+    XDS_HDR_PRESENT,
+};
+
+struct xds_header_match {
+    char *name; /* lower-cased */
+    size_t name_len;
+    uint8_t kind; /* enum xds_hdr_kind */
+    bool invert;  /* match when the condition does NOT hold */
+    char *value;
+    size_t value_len;
+    void *re; /* pcre2_code * for XDS_HDR_REGEX */
+};
+
+enum xds_action {
+    XDS_ACT_NONE = 0,
+    XDS_ACT_CLUSTER,
+    XDS_ACT_WEIGHTED,
+    XDS_ACT_ROLLOUT,
+};
+
+struct xds_weighted {
+    struct xds_cluster *cluster;
+    uint32_t weight;
+    struct xds_counters *stats; /* weir_requests_total{route,cluster,code}: 5 code classes */
+};
+
+struct xds_hsts {
+    bool enabled;
+    uint64_t max_age_s;
+    bool include_subdomains;
+    bool preload;
+    char *header_value; /* prebuilt "max-age=...; includeSubDomains" */
+};
+
+struct xds_route {
+    char *name;
+    uint32_t idx;
+    char *host;       /* as configured (lower-cased), NULL: any host */
+    uint8_t path_kind; /* enum xds_path_kind */
+    char *path;
+    size_t path_len;
+    void *re; /* pcre2_code * for XDS_PATH_REGEX */
+    struct xds_header_match *hdrs;
+    uint32_t n_hdrs;
+    uint8_t action; /* enum xds_action */
+    /* XDS_ACT_CLUSTER: wc[0] with weight 1; XDS_ACT_WEIGHTED: all; XDS_ACT_ROLLOUT: wc[0] blue,
+     * wc[1] green, so per-cluster counters exist for every action */
+    struct xds_weighted *wc;
+    uint32_t n_wc;
+    uint32_t wc_total;
+    struct xds_rollout *rollout;
+    uint32_t timeout_ms;     /* upstream response timeout, default 15000 */
+    uint64_t max_body_bytes; /* 0 = unlimited */
+    bool redirect_https;
+    struct xds_hsts hsts;
+    /* weir_request_duration_seconds{route}: XDS_HIST_BUCKETS bucket counters, then the sum in
+     * microseconds, then the count */
+    struct xds_counters *hist;
+};
+
+#define XDS_HIST_BUCKETS 14
+extern const double xds_hist_bounds[XDS_HIST_BUCKETS]; /* seconds, upper bounds ("le") */
+
+struct xds_snapshot {
+    _Atomic uint32_t refs;
+    uint64_t version;
+    char version_str[32];
+    /* process */
+    unsigned workers; /* resolved: never 0 */
+    uint32_t drain_timeout_ms, drain_delay_ms;
+    char *access_log; /* NULL: none; "-": stdout; else a path */
+    char *admin_address;
+    struct sockaddr_storage admin_ss;
+    unsigned admin_sslen;
+    char *admin_token_file;
+    char *admin_token; /* read from admin_token_file at load; NULL: no token */
+    /* client-side limits and timeouts (extensions, documented in README) */
+    uint32_t client_header_timeout_ms; /* default 10000 */
+    uint32_t client_idle_timeout_ms;   /* default 60000 */
+    uint32_t max_header_bytes;         /* default 65536 */
+    uint32_t max_target_bytes;         /* default 8192 */
+    struct xds_listener *listeners;
+    uint32_t n_listeners;
+    struct xds_route *routes; /* config order */
+    uint32_t n_routes;
+    struct xds_cluster *clusters;
+    uint32_t n_clusters;
+    struct xds_rollout *rollouts;
+    uint32_t n_rollouts;
+    struct xds_vhost_index *vhosts; /* private */
+    char *config_json; /* GET /config body (secrets redacted, "version" included) */
+    struct xds_stats_reg *reg;
+};
+
+/* Loads and validates <path>, building a snapshot with <version>. On any error returns NULL
+ * and appends one line per error to <errors> as "FILE: json.path: message\n". <reg> links the
+ * shared counters (may be NULL for --check: then no stats entries are linked). "workers": 0
+ * resolves to the number of online CPUs. */
+struct xds_snapshot *xds_config_load(const char *path, struct xds_stats_reg *reg, uint64_t version,
+                                     struct wr_sbuf *errors);
+
+/* Same, from a JSON text in memory; <name> is used in error messages. */
+struct xds_snapshot *xds_config_parse(const char *text, size_t len, const char *name,
+                                      struct xds_stats_reg *reg, uint64_t version,
+                                      struct wr_sbuf *errors);
+
+static inline struct xds_snapshot *xds_snapshot_ref(struct xds_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+/* Drops a reference; the last one frees the snapshot (any thread). NULL is a no-op. */
+void xds_snapshot_unref(struct xds_snapshot *s);
+
+const struct xds_cluster *xds_cluster_find(const struct xds_snapshot *s, const char *name);
+const struct xds_rollout *xds_rollout_find(const struct xds_snapshot *s, const char *name);
+
+/* Request header lookup for route matching: returns true and sets *value when the request has
+ * the header named <lname> (lower-case, <len> bytes). Several fields of one name are seen as
+ * their comma-joined value by the matcher only if the callback joins them; the default is the
+ * first one. */
+typedef bool (*xds_header_get_cb)(void *arg, const char *lname, size_t len, struct wr_str *value);
+
+/* Selects the route for a request (INTERFACES.md §2 "Route selection"): <host> is the Host
+ * value as received (case and port are handled here), <path> excludes the query. Returns NULL
+ * when no route matches (answer 404). Thread-safe, allocation-free. */
+const struct xds_route *xds_route_match(const struct xds_snapshot *s, struct wr_str host,
+                                        struct wr_str path, xds_header_get_cb get, void *arg);
+
+#endif /* WEIR_XDS_H */

@@ -1,0 +1,5 @@
+/* placeholder: replaced by the real weirctl */
+int main(void)
+{
+    return 0;
+}

@@ -1,0 +1,5 @@
+/* placeholder: replaced by the test origin */
+int main(void)
+{
+    return 0;
+}
