@@ -1,0 +1,1315 @@
+/* ingress/ing_conn.c -- the client side of HTTP/1.1: accept, read, parse, route, proxy the
+ * request and stream the response back, with keep-alive, pipelining and backpressure.
+ *
+ * Buffers: an idle keep-alive connection holds no buffer. A request's head stays in c->in
+ * (parsed in place, never copied) until the request ends; body bytes stream through the space
+ * after it and are written to the upstream straight from there. While a write is pending the
+ * other side's reads stop, so at most one buffer per direction is ever held.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ing_priv.h"
+
+static void conn_process(struct ing_conn *c);
+static void req_forward_body(struct ing_req *r);
+static void req_finish(struct ing_req *r);
+static void req_abort(struct ing_req *r);
+static void client_read_start(struct ing_conn *c);
+static void client_read_stop(struct ing_conn *c);
+
+/* ---- canned answers ---- */
+
+struct canned {
+    uint16_t status;
+    const char *reason;
+};
+
+static const struct canned canned[] = {
+    {400, "Bad Request"},           {404, "Not Found"},
+    {405, "Method Not Allowed"},    {408, "Request Timeout"},
+    {413, "Content Too Large"},     {414, "URI Too Long"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"}, {501, "Not Implemented"},
+    {502, "Bad Gateway"},           {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},       {505, "HTTP Version Not Supported"},
+};
+
+static inline unsigned code_class(unsigned status)
+{
+    unsigned k = status / 100;
+
+    return k >= 1 && k <= 5 ? k - 1 : 4;
+}
+
+/* ---- connection lifetime ---- */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
+    struct ing_worker *w = c->w;
+
+    ing__buf_release(w, &c->in);
+    free(c);
+    w->n_conns--;
+    ing__worker_maybe_exit(w);
+}
+
+/* The single close path of a client connection. A request still attached is aborted first. */
+void ing__conn_close(struct ing_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->state = ING_C_CLOSING;
+    if (c->req != NULL)
+        req_abort(c->req);
+    ing__tq_del(&c->tn);
+    wr_list_remove(&c->link);
+    if (c->lst->stats != NULL) {
+        _Atomic uint64_t *k = xds_counters_w(c->lst->stats, c->w->idx);
+        xds_ctr_add(&k[0], (uint64_t)-1);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+void ing__conn_accept(struct ing_listener *l)
+{
+    struct ing_worker *w = l->w;
+    struct ing_conn *c = calloc(1, sizeof(*c));
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+
+    if (c == NULL) {
+        wr_err("listener %s: out of memory accepting a connection", l->name);
+        return;
+    }
+    c->w = w;
+    c->lst = l;
+    wr_list_init(&c->tn.link);
+    uv_tcp_init(&w->loop, &c->tcp);
+    w->n_conns++;
+    wr_list_insert_tail(&w->conns, &c->link);
+    if (l->stats != NULL) {
+        _Atomic uint64_t *k = xds_counters_w(l->stats, w->idx);
+        xds_ctr_add(&k[0], 1);
+        xds_ctr_add(&k[1], 1);
+    }
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) < 0) {
+        ing__conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
+        c->peer_family = (uint8_t)ss.ss_family;
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+            memcpy(c->peer, &in4->sin_addr, 4);
+            c->peer_port = ntohs(in4->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+            memcpy(c->peer, &in6->sin6_addr, 16);
+            c->peer_port = ntohs(in6->sin6_port);
+        }
+    }
+    c->state = ING_C_IDLE;
+    if (w->draining)
+        c->close_after = 1;
+    ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD, w->cur->snap->client_header_timeout_ms);
+    client_read_start(c);
+}
+
+static void client_peer_ip(const struct ing_conn *c, char *out, size_t len)
+{
+    if (c->peer_family == AF_INET6)
+        inet_ntop(AF_INET6, c->peer, out, (socklen_t)len);
+    else if (c->peer_family == AF_INET)
+        inet_ntop(AF_INET, c->peer, out, (socklen_t)len);
+    else
+        snprintf(out, len, "unknown");
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
+
+    if (c->in.base == NULL) {
+        c->in.base = ing__block_get(c->w);
+        c->in.cap = c->in.base ? ING_BLOCK_SIZE : 0;
+        c->in.off = c->in.len = 0;
+    }
+    buf->base = c->in.base ? c->in.base + c->in.len : NULL;
+    buf->len = c->in.base ? c->in.cap - c->in.len : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct ing_conn *c = WR_CONTAINER_OF(s, struct ing_conn, tcp);
+
+    if (nread > 0) {
+        c->in.len += (uint32_t)nread;
+        if (c->req != NULL)
+            c->req->bytes_in += (uint64_t)nread;
+        conn_process(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread == UV_EOF) {
+        c->eof = 1;
+        client_read_stop(c);
+        conn_process(c);
+        return;
+    }
+    /* ECONNRESET and friends: the client is gone. */
+    ing__conn_close(c);
+}
+
+static void client_read_start(struct ing_conn *c)
+{
+    if (c->reading || c->eof || c->closing)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void client_read_stop(struct ing_conn *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
+/* ---- writing to the client ---- */
+
+static void after_client_write(struct ing_req *r);
+
+static void req_try_free(struct ing_req *r);
+
+static void on_client_written(uv_write_t *wr, int status)
+{
+    struct ing_req *r = WR_CONTAINER_OF(wr, struct ing_req, cl_wr);
+
+    r->cl_writing = 0;
+    if (r->c == NULL) { /* aborted meanwhile */
+        req_try_free(r);
+        return;
+    }
+    if (status < 0) {
+        ing__conn_close(r->c);
+        return;
+    }
+    after_client_write(r);
+}
+
+/* Writes <bufs> to the client; <consumed> bytes of the upstream buffer are released once they
+ * are written. Continues in after_client_write(). */
+static void client_write(struct ing_req *r, uv_buf_t *bufs, unsigned n, uint32_t consumed)
+{
+    struct ing_conn *c = r->c;
+
+    for (unsigned i = 0; i < n; i++)
+        r->bytes_out += bufs[i].len;
+    r->cl_wr_len = consumed;
+    int rc = ing__send((uv_stream_t *)&c->tcp, &r->cl_wr, bufs, n, on_client_written);
+    if (rc < 0) {
+        ing__conn_close(c);
+        return;
+    }
+    if (rc == 0) {
+        r->cl_writing = 1;
+        if (r->up != NULL)
+            ing__up_read_stop(r->up);
+        ing__tq_add(c->w, &c->tn, ING_TQ_CLIENT_SEND, c->w->cur->snap->client_idle_timeout_ms);
+        return;
+    }
+    after_client_write(r);
+}
+
+/* Sends a short error answer and ends the request. <close> forces the connection to close
+ * (malformed input, unread body). */
+static void req_error(struct ing_req *r, int status, bool close)
+{
+    static char text[WR_ARRAY_LEN(canned)][2][192];
+    static uint16_t text_len[WR_ARRAY_LEN(canned)][2];
+    size_t i = 0;
+
+    while (i < WR_ARRAY_LEN(canned) && canned[i].status != status)
+        i++;
+    if (i == WR_ARRAY_LEN(canned)) {
+        status = 500;
+        for (i = 0; canned[i].status != 500; i++)
+            ;
+    }
+    if (r->up != NULL) {
+        ing__up_release(r->up, false);
+        r->up = NULL;
+    }
+    if (!r->req_done)
+        close = true;
+    if (close)
+        r->client_keep = 0;
+    r->status = (uint16_t)status;
+    r->resp_started = 1;
+    r->resp_done = 1;
+    /* The canned texts are built once per process; every worker computes the same bytes, so the
+     * benign race on first use writes identical content. */
+    int k = close ? 1 : 0;
+    if (text_len[i][k] == 0) {
+        int n = snprintf(text[i][k], sizeof(text[i][k]),
+                         "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                         "%s\r\n%u %s\n",
+                         canned[i].status, canned[i].reason, strlen(canned[i].reason) + 5,
+                         close ? "Connection: close\r\n" : "", canned[i].status,
+                         canned[i].reason);
+        text_len[i][k] = (uint16_t)n;
+    }
+    uv_buf_t b = uv_buf_init(text[i][k], text_len[i][k]);
+    if (r->msg.method_id == ING_H1_M_HEAD)
+        b.len = (size_t)(strstr(text[i][k], "\r\n\r\n") + 4 - text[i][k]);
+    client_write(r, &b, 1, 0);
+}
+
+/* ---- request objects ---- */
+
+static void req_try_free(struct ing_req *r)
+{
+    if (r->c != NULL || r->up != NULL || r->cl_writing || r->up_writing)
+        return;
+    struct ing_worker *w = r->sr_worker;
+    if (r->sr != NULL)
+        ing__snap_unpin(w, r->sr);
+    r->sr = NULL;
+    ing__req_put(w, r);
+}
+
+/* Detaches <r> from both connections after a failure that leaves no way to answer cleanly. */
+static void req_abort(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        r->up = NULL;
+        ing__up_release(u, false);
+    }
+    if (c != NULL) {
+        c->req = NULL;
+        r->c = NULL;
+        if (!c->closing)
+            ing__conn_close(c);
+    }
+    req_try_free(r);
+}
+
+/* ---- routing ---- */
+
+static bool get_header(void *arg, const char *lname, size_t len, struct wr_str *value)
+{
+    struct ing_req *r = arg;
+
+    for (unsigned i = 0; i < r->msg.n_hdrs; i++) {
+        struct ing_h1_hdr *h = &r->msg.hdrs[i];
+        if (h->name_len == len && ing_h1_name_is(h, lname, len)) {
+            value->p = h->value;
+            value->len = h->value_len;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Finds cookie <name> in the request's Cookie headers. */
+static bool get_cookie(struct ing_req *r, const char *name, size_t nlen, struct wr_str *out)
+{
+    for (unsigned i = 0; i < r->msg.n_hdrs; i++) {
+        struct ing_h1_hdr *h = &r->msg.hdrs[i];
+        if (h->id != ING_H1_H_COOKIE)
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            if (eq == NULL)
+                break;
+            const char *v = eq + 1, *ve = memchr(v, ';', (size_t)(end - v));
+            if (ve == NULL)
+                ve = end;
+            if ((size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
+                out->p = v;
+                out->len = (size_t)(ve - v);
+                return true;
+            }
+            p = ve;
+        }
+    }
+    return false;
+}
+
+/* Picks the weighted-cluster / rollout colour entry of the route. */
+static int pick_target(struct ing_req *r, const struct xds_route *rt)
+{
+    struct ing_worker *w = r->sr_worker;
+
+    if (rt->action == XDS_ACT_ROLLOUT) {
+        const struct xds_rollout *ro = rt->rollout;
+        struct wr_str v;
+        int colour = -1;
+        if (get_header(r, "x-weir-track", 12, &v)) {
+            if (wr_str_ieq(v, "blue", 4))
+                colour = 0;
+            else if (wr_str_ieq(v, "green", 5))
+                colour = 1;
+        }
+        if (colour < 0 && ro->sticky && get_cookie(r, "weir-track", 10, &v)) {
+            if (wr_str_eq(v, "blue", 4) && ro->green_weight < 100)
+                colour = 0;
+            else if (wr_str_eq(v, "green", 5) && ro->green_weight > 0)
+                colour = 1;
+            else
+                r->set_track = 1;
+        } else if (colour < 0 && ro->sticky) {
+            r->set_track = 1;
+        }
+        if (colour < 0)
+            colour = (wr_rand_next(&w->rng) % 100) < ro->green_weight ? 1 : 0;
+        r->colour = colour;
+        return colour;
+    }
+    if (rt->n_wc == 1)
+        return 0;
+    uint64_t x = wr_rand_next(&w->rng) % rt->wc_total;
+    for (uint32_t i = 0; i < rt->n_wc; i++) {
+        if (x < rt->wc[i].weight)
+            return (int)i;
+        x -= rt->wc[i].weight;
+    }
+    return (int)rt->n_wc - 1;
+}
+
+/* Chooses an endpoint of r->cluster, skipping those already tried. */
+static int pick_endpoint(struct ing_req *r)
+{
+    struct ing_worker *w = r->sr_worker;
+    const struct xds_cluster *cl = r->cluster;
+    struct ing_lb_ctx ctx = {.worker = w->idx, .rng = &w->rng};
+    struct wr_str v;
+
+    if (cl->lb_policy == XDS_LB_RING_HASH) {
+        if (cl->hash_on == XDS_HASH_HEADER && get_header(r, cl->hash_name, strlen(cl->hash_name), &v))
+            ctx.has_hash = true;
+        else if (cl->hash_on == XDS_HASH_COOKIE &&
+                 get_cookie(r, cl->hash_name, strlen(cl->hash_name), &v))
+            ctx.has_hash = true;
+        else if (cl->hash_on == XDS_HASH_SOURCE_IP) {
+            v.p = (const char *)r->c->peer;
+            v.len = r->c->peer_family == AF_INET6 ? 16 : 4;
+            ctx.has_hash = true;
+        }
+        if (ctx.has_hash)
+            ctx.hash = ing_lb_hash_key(v.p, v.len);
+    }
+    if (r->retried && cl->n_eps <= sizeof(r->exclude))
+        ctx.exclude = r->exclude;
+    return ing_lb_pick(ing__snap_lb(r->sr, cl), cl, &ctx);
+}
+
+/* ---- the upstream request head ---- */
+
+static bool hdr_skip_upstream(const struct ing_h1_hdr *h)
+{
+    if (h->flags & ING_H1_HF_HOP)
+        return true;
+    switch (h->id) {
+    case ING_H1_H_HOST:
+    case ING_H1_H_X_FORWARDED_FOR:
+    case ING_H1_H_X_FORWARDED_PROTO:
+    case ING_H1_H_X_FORWARDED_HOST:
+    case ING_H1_H_X_REQUEST_ID:
+    case ING_H1_H_EXPECT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static inline char *put(char *p, const void *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUTLIT(p, s) put((p), (s), sizeof(s) - 1)
+
+static void make_request_id(struct ing_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = wr_rand_next(&w->rng), b = wr_rand_next(&w->rng);
+
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (i * 4)) & 15];
+        out[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    out[32] = '\0';
+}
+
+/* Serializes the request head for the upstream into r->head_out. Returns false on OOM. */
+static bool build_upstream_head(struct ing_req *r, struct wr_str host)
+{
+    struct ing_h1_msg *m = &r->msg;
+    struct ing_conn *c = r->c;
+    char ip[INET6_ADDRSTRLEN];
+    struct wr_str rid = {NULL, 0};
+    size_t xff_len = 0;
+
+    client_peer_ip(c, ip, sizeof(ip));
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        if (m->hdrs[i].id == ING_H1_H_X_FORWARDED_FOR)
+            xff_len += m->hdrs[i].value_len + 2;
+        else if (m->hdrs[i].id == ING_H1_H_X_REQUEST_ID && rid.p == NULL) {
+            rid.p = m->hdrs[i].value;
+            rid.len = m->hdrs[i].value_len;
+        }
+    }
+    if (rid.p != NULL && rid.len <= 32) {
+        memcpy(r->request_id, rid.p, rid.len);
+        r->request_id[rid.len] = '\0';
+    } else if (rid.p == NULL) {
+        make_request_id(r->sr_worker, r->request_id);
+        rid.p = r->request_id;
+        rid.len = 32;
+    } else {
+        memcpy(r->request_id, rid.p, 32);
+        r->request_id[32] = '\0';
+    }
+    size_t need = m->head_len + xff_len + host.len * 2 + rid.len + strlen(ip) + 256;
+    struct ing_buf *b = &r->head_out;
+    if (need <= ING_BLOCK_SIZE) {
+        b->base = ing__block_get(r->sr_worker);
+        b->cap = ING_BLOCK_SIZE;
+    } else {
+        b->base = malloc(need);
+        b->cap = (uint32_t)need;
+    }
+    if (b->base == NULL) {
+        b->cap = 0;
+        return false;
+    }
+    char *p = b->base;
+    p = put(p, m->method.p, m->method.len);
+    *p++ = ' ';
+    if (m->flags & ING_H1_F_ABSOLUTE_FORM) {
+        p = put(p, m->path.p, m->path.len);
+        if (m->query.p != NULL) {
+            *p++ = '?';
+            p = put(p, m->query.p, m->query.len);
+        }
+    } else {
+        p = put(p, m->target.p, m->target.len);
+    }
+    p = PUTLIT(p, " HTTP/1.1\r\nHost: ");
+    p = put(p, host.p, host.len);
+    p = PUTLIT(p, "\r\n");
+    bool xff = false;
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        const struct ing_h1_hdr *h = &m->hdrs[i];
+        if (h->id == ING_H1_H_X_FORWARDED_FOR) {
+            p = xff ? PUTLIT(p, ", ") : PUTLIT(p, "X-Forwarded-For: ");
+            p = put(p, h->value, h->value_len);
+            xff = true;
+        }
+    }
+    p = xff ? PUTLIT(p, ", ") : PUTLIT(p, "X-Forwarded-For: ");
+    p = put(p, ip, strlen(ip));
+    p = c->lst->is_tls ? PUTLIT(p, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ")
+                       : PUTLIT(p, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    p = put(p, host.p, host.len);
+    p = PUTLIT(p, "\r\nX-Request-Id: ");
+    p = put(p, rid.p, rid.len);
+    p = PUTLIT(p, "\r\n");
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        const struct ing_h1_hdr *h = &m->hdrs[i];
+        if (hdr_skip_upstream(h))
+            continue;
+        p = put(p, h->name, h->name_len);
+        p = PUTLIT(p, ": ");
+        p = put(p, h->value, h->value_len);
+        p = PUTLIT(p, "\r\n");
+    }
+    if (m->body == ING_H1_BODY_CHUNKED)
+        p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
+    if (r->upgrade) {
+        for (unsigned i = 0; i < m->n_hdrs; i++) {
+            const struct ing_h1_hdr *h = &m->hdrs[i];
+            if (h->id == ING_H1_H_UPGRADE) {
+                p = PUTLIT(p, "Connection: upgrade\r\nUpgrade: ");
+                p = put(p, h->value, h->value_len);
+                p = PUTLIT(p, "\r\n");
+                break;
+            }
+        }
+    }
+    p = PUTLIT(p, "\r\n");
+    b->len = (uint32_t)(p - b->base);
+    b->off = 0;
+    return true;
+}
+
+/* ---- starting a request ---- */
+
+static bool method_idempotent(int m)
+{
+    return m == ING_H1_M_GET || m == ING_H1_M_HEAD || m == ING_H1_M_OPTIONS ||
+           m == ING_H1_M_TRACE || m == ING_H1_M_PUT || m == ING_H1_M_DELETE;
+}
+
+static void send_redirect(struct ing_req *r, struct wr_str host)
+{
+    const struct xds_snapshot *s = r->sr->snap;
+    struct ing_h1_msg *m = &r->msg;
+    unsigned port = 443;
+    size_t hl = host.len;
+
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        if (s->listeners[i].tls != NULL) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&s->listeners[i].ss;
+            port = ntohs(in->sin_port); /* sin_port and sin6_port share their offset */
+            break;
+        }
+    }
+    /* Strip the port of the Host value (but not the brackets of an IPv6 literal). */
+    for (size_t i = hl; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            hl = i - 1;
+            break;
+        }
+        if (host.p[i - 1] == ']' || host.p[i - 1] < '0' || host.p[i - 1] > '9')
+            break;
+    }
+    struct ing_buf *b = &r->resp_out;
+    size_t need = hl + m->path.len + m->query.len + 256;
+    b->base = need <= ING_BLOCK_SIZE ? ing__block_get(r->sr_worker) : malloc(need);
+    b->cap = need <= ING_BLOCK_SIZE ? ING_BLOCK_SIZE : (uint32_t)need;
+    if (b->base == NULL) {
+        b->cap = 0;
+        req_error(r, 500, true);
+        return;
+    }
+    char portbuf[16] = "";
+    if (port != 443)
+        snprintf(portbuf, sizeof(portbuf), ":%u", port);
+    int n = snprintf(b->base, b->cap,
+                     "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://%.*s%s%.*s%s%.*s\r\n"
+                     "Content-Length: 0\r\n%s\r\n",
+                     (int)hl, host.p, portbuf, (int)m->path.len, m->path.p,
+                     m->query.p ? "?" : "", (int)m->query.len, m->query.p ? m->query.p : "",
+                     r->client_keep ? "" : "Connection: close\r\n");
+    b->len = (uint32_t)n;
+    r->status = 308;
+    r->resp_started = 1;
+    r->resp_done = 1;
+    uv_buf_t ub = uv_buf_init(b->base, b->len);
+    client_write(r, &ub, 1, 0);
+}
+
+/* Connects the request to an endpoint of r->cluster, or answers 503. */
+static void req_dispatch(struct ing_req *r)
+{
+    int idx = pick_endpoint(r);
+
+    if (idx < 0) {
+        req_error(r, 503, false);
+        return;
+    }
+    r->ep_idx = idx;
+    const struct xds_endpoint *ep = &r->cluster->eps[idx];
+    memcpy(r->ep_addr, ep->address, WR_MIN(strlen(ep->address) + 1, sizeof(r->ep_addr)));
+    r->ep_addr[sizeof(r->ep_addr) - 1] = '\0';
+    if ((unsigned)idx < sizeof(r->exclude))
+        r->exclude[idx] = 1;
+    r->t_up_ns = wr_mono_ns();
+    ing__up_acquire(r, ep);
+}
+
+static void start_request(struct ing_conn *c, struct ing_req *r)
+{
+    struct ing_worker *w = c->w;
+    struct ing_h1_msg *m = &r->msg;
+    struct wr_str host = (m->flags & ING_H1_F_ABSOLUTE_FORM) ? m->authority : m->host;
+
+    ing__tq_del(&c->tn);
+    c->state = ING_C_PROXY;
+    c->nreqs++;
+    r->sr = ing__snap_pin(w);
+    r->body_off = c->in.off + m->head_len;
+    r->reqb.kind = m->body;
+    r->reqb.remaining = m->content_length;
+    r->req_done = m->body == ING_H1_BODY_NONE ||
+                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->client_keep = (m->flags & ING_H1_F_KEEP_ALIVE) && !c->close_after && !w->draining;
+    if (host.p == NULL)
+        host = WR_STR_LIT("");
+    const struct xds_snapshot *s = r->sr->snap;
+    const struct xds_route *rt = xds_route_match(s, host, m->path, get_header, r);
+    if (rt == NULL) {
+        req_error(r, 404, false);
+        return;
+    }
+    r->route = rt;
+    if (rt->redirect_https && !c->lst->is_tls) {
+        send_redirect(r, host);
+        return;
+    }
+    if (rt->max_body_bytes > 0 && m->body == ING_H1_BODY_LENGTH &&
+        m->content_length > rt->max_body_bytes) {
+        req_error(r, 413, true);
+        return;
+    }
+    r->upgrade = (m->flags & ING_H1_F_UPGRADE) != 0;
+    r->wc_idx = pick_target(r, rt);
+    r->cluster = rt->wc[r->wc_idx].cluster;
+    if (!build_upstream_head(r, host)) {
+        req_error(r, 500, true);
+        return;
+    }
+    if ((m->flags & ING_H1_F_EXPECT_CONTINUE) && !r->req_done && m->minor == 1) {
+        /* Like nginx: we answer 100 ourselves as soon as we are ready to read the body, and
+         * do not forward Expect, so an upstream that ignores it cannot stall the client. */
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
+        if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
+            req_error(r, 400, true); /* a client that cannot take 25 bytes now is not worth it */
+            return;
+        }
+    }
+    req_dispatch(r);
+}
+
+/* ---- the request head ---- */
+
+static void conn_process(struct ing_conn *c)
+{
+    struct ing_worker *w = c->w;
+
+    while (!c->closing) {
+        struct ing_req *r = c->req;
+        if (r != NULL && c->state == ING_C_PROXY) {
+            if (c->eof && !r->req_done) {
+                req_abort(r); /* the client gave up before its body was complete */
+                return;
+            }
+            if (c->eof)
+                c->close_after = 1;
+            req_forward_body(r);
+            /* Pipelined bytes wait in the buffer; stop reading when it is full. */
+            if (c->req == r && c->in.len == c->in.cap)
+                client_read_stop(c);
+            return;
+        }
+        if (c->state == ING_C_TUNNEL) {
+            if (r != NULL)
+                req_forward_body(r);
+            return;
+        }
+        size_t avail = c->in.len - c->in.off;
+        if (avail == 0) {
+            if (c->eof) {
+                ing__conn_close(c);
+                return;
+            }
+            /* Nothing buffered: give the buffer back while idle. */
+            ing__buf_release(w, &c->in);
+            return;
+        }
+        if (r == NULL) {
+            r = ing__req_get(w);
+            if (r == NULL) {
+                ing__conn_close(c);
+                return;
+            }
+            r->c = c;
+            r->sr_worker = w;
+            r->t_start_ns = wr_mono_ns();
+            r->bytes_in = avail;
+            c->req = r;
+            if (c->state == ING_C_IDLE) {
+                c->state = ING_C_HEAD;
+                ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD,
+                            w->cur->snap->client_header_timeout_ms);
+            }
+        }
+        const struct xds_snapshot *s = w->cur->snap;
+        struct ing_h1_limits lim = {s->max_header_bytes, s->max_target_bytes};
+        int rc = ing_h1_parse_request(&r->msg, c->in.base + c->in.off, avail, &r->scan, &lim);
+        if (rc == ING_H1_INCOMPLETE) {
+            if (c->eof) {
+                /* A partial head then FIN: answer 400 only if something meaningful came. */
+                ing__conn_close(c);
+                return;
+            }
+            if (c->in.len == c->in.cap) {
+                if (c->in.off > 0) {
+                    memmove(c->in.base, c->in.base + c->in.off, avail);
+                    c->in.len = (uint32_t)avail;
+                    c->in.off = 0;
+                    continue;
+                }
+                /* The head outgrew a block: move it to a buffer of the configured limit (plus
+                 * room for the body to stream through). */
+                size_t cap = (size_t)s->max_header_bytes + ING_BLOCK_SIZE;
+                if (c->in.cap >= cap) {
+                    req_error(r, 431, true);
+                    return;
+                }
+                char *big = malloc(cap);
+                if (big == NULL) {
+                    req_error(r, 431, true);
+                    return;
+                }
+                memcpy(big, c->in.base, c->in.len);
+                ing__buf_release(w, &c->in);
+                c->in.base = big;
+                c->in.cap = (uint32_t)cap;
+                c->in.len = (uint32_t)avail;
+            }
+            client_read_start(c);
+            return;
+        }
+        if (rc < 0) {
+            r->sr = ing__snap_pin(w);
+            r->req_done = 0;
+            req_error(r, -rc, true);
+            return;
+        }
+        start_request(c, r);
+        return;
+    }
+}
+
+/* ---- the request body: client -> upstream ---- */
+
+static void on_upstream_written(uv_write_t *wr, int status);
+
+/* Sends what is buffered of the request (head first) to the upstream, respecting framing. */
+static void req_forward_body(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    while (r->up != NULL && r->up->state == ING_U_ACTIVE && !r->up_writing && c != NULL) {
+        uv_buf_t bufs[2];
+        unsigned n = 0;
+        uint32_t body = 0;
+        if (!r->head_sent) {
+            bufs[n++] = uv_buf_init(r->head_out.base, r->head_out.len);
+        }
+        uint32_t avail = c->in.len - r->body_off;
+        if (c->state == ING_C_TUNNEL) {
+            body = avail;
+        } else if (!r->req_done && avail > 0) {
+            if (r->reqb.kind == ING_H1_BODY_LENGTH) {
+                body = (uint32_t)WR_MIN((uint64_t)avail, r->reqb.remaining);
+                r->reqb.remaining -= body;
+                if (r->reqb.remaining == 0)
+                    r->req_done = 1;
+            } else {
+                long k = ing_h1_chunked_scan(&r->reqb.ck, c->in.base + r->body_off, avail, NULL,
+                                             NULL);
+                if (k < 0) {
+                    if (!r->resp_started)
+                        req_error(r, 400, true);
+                    else
+                        req_abort(r);
+                    return;
+                }
+                body = (uint32_t)k;
+                if (r->reqb.ck.done)
+                    r->req_done = 1;
+                if (r->route->max_body_bytes > 0 &&
+                    r->reqb.ck.data_bytes > r->route->max_body_bytes) {
+                    if (!r->resp_started)
+                        req_error(r, 413, true);
+                    else
+                        req_abort(r);
+                    return;
+                }
+            }
+        }
+        if (body > 0)
+            bufs[n++] = uv_buf_init(c->in.base + r->body_off, body);
+        if (n == 0) {
+            if (!r->req_done || c->state == ING_C_TUNNEL)
+                client_read_start(c);
+            return;
+        }
+        r->up_wr_len = body;
+        int rc = ing__up_write(r->up, bufs, n);
+        if (rc < 0) {
+            ing__req_upstream_failed(r, 502, !r->head_sent);
+            return;
+        }
+        if (rc == 0) {
+            r->up_writing = 1;
+            client_read_stop(c);
+            return;
+        }
+        ing__req_upstream_written(r);
+    }
+}
+
+/* Called when a write to the upstream completed: release the forwarded body bytes. */
+void ing__req_upstream_written(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    r->head_sent = 1;
+    if (c == NULL)
+        return;
+    if (r->up_wr_len > 0) {
+        uint32_t end = r->body_off + r->up_wr_len;
+        uint32_t rest = c->in.len - end;
+        /* Keep the head where it is; slide what follows the forwarded bytes down to body_off. */
+        if (rest > 0)
+            memmove(c->in.base + r->body_off, c->in.base + end, rest);
+        c->in.len = r->body_off + rest;
+        r->up_wr_len = 0;
+    }
+    if (!r->req_done || c->state == ING_C_TUNNEL)
+        client_read_start(c);
+}
+
+static void on_upstream_written(uv_write_t *wr, int status)
+{
+    struct ing_req *r = WR_CONTAINER_OF(wr, struct ing_req, up_wr);
+
+    r->up_writing = 0;
+    if (r->c == NULL || r->up == NULL) {
+        req_try_free(r);
+        return;
+    }
+    if (status < 0) {
+        ing__req_upstream_failed(r, 502, false);
+        return;
+    }
+    ing__req_upstream_written(r);
+    req_forward_body(r);
+}
+
+int ing__up_write(struct ing_up *u, uv_buf_t *bufs, unsigned n)
+{
+    return ing__send((uv_stream_t *)&u->tcp, &u->req->up_wr, bufs, n, on_upstream_written);
+}
+
+/* ---- upstream events ---- */
+
+void ing__req_upstream_ready(struct ing_req *r)
+{
+    struct xds_ep_state *st = r->up->st;
+
+    if (st != NULL)
+        xds_ctr_add(&st->w[r->sr_worker->idx].requests, 1);
+    ing__up_read_start(r->up);
+    ing__tq_add(r->sr_worker, &r->up->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    req_forward_body(r);
+}
+
+static void count_failure(struct ing_req *r)
+{
+    const struct xds_endpoint *ep;
+
+    if (r->cluster == NULL || r->ep_idx < 0)
+        return;
+    ep = &r->cluster->eps[r->ep_idx];
+    if (ep->st != NULL)
+        xds_ctr_add(&ep->st->w[r->sr_worker->idx].failures, 1);
+}
+
+void ing__req_upstream_failed(struct ing_req *r, int status, bool may_retry)
+{
+    count_failure(r);
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        r->up = NULL;
+        ing__up_release(u, false);
+    }
+    if (r->resp_started) {
+        req_abort(r);
+        return;
+    }
+    bool body_replayable = r->msg.body == ING_H1_BODY_NONE ||
+                           (r->msg.body == ING_H1_BODY_LENGTH && r->msg.content_length == 0);
+    if (may_retry && !r->retried && r->cluster->retries > 0 && body_replayable &&
+        method_idempotent(r->msg.method_id) && !r->upgrade) {
+        r->retried = 1;
+        r->head_sent = 0;
+        if (r->cluster->stats != NULL)
+            xds_ctr_add(&xds_counters_w(r->cluster->stats, r->sr_worker->idx)[XDS_CS_RETRIES], 1);
+        req_dispatch(r);
+        return;
+    }
+    req_error(r, status, false);
+}
+
+/* ---- the response: upstream -> client ---- */
+
+static bool hdr_skip_downstream(const struct ing_h1_hdr *h)
+{
+    return (h->flags & ING_H1_HF_HOP) != 0;
+}
+
+/* Serializes the client-facing response head into r->resp_out. */
+static bool build_response_head(struct ing_req *r)
+{
+    struct ing_h1_msg *m = &r->rmsg;
+    struct ing_buf *b = &r->resp_out;
+    size_t need = m->head_len + 256;
+    const struct xds_route *rt = r->route;
+
+    if (rt != NULL && rt->hsts.enabled && r->c->lst->is_tls)
+        need += strlen(rt->hsts.header_value) + 40;
+    if (b->base == NULL) {
+        b->base = need <= ING_BLOCK_SIZE ? ing__block_get(r->sr_worker) : malloc(need);
+        b->cap = need <= ING_BLOCK_SIZE ? ING_BLOCK_SIZE : (uint32_t)need;
+        if (b->base == NULL) {
+            b->cap = 0;
+            return false;
+        }
+    }
+    char *p = b->base;
+    p = PUTLIT(p, "HTTP/1.1 ");
+    char st[8];
+    int sl = snprintf(st, sizeof(st), "%u ", m->status);
+    p = put(p, st, (size_t)sl);
+    p = put(p, m->reason.p, m->reason.len);
+    p = PUTLIT(p, "\r\n");
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        const struct ing_h1_hdr *h = &m->hdrs[i];
+        if (hdr_skip_downstream(h))
+            continue;
+        p = put(p, h->name, h->name_len);
+        p = PUTLIT(p, ": ");
+        p = put(p, h->value, h->value_len);
+        p = PUTLIT(p, "\r\n");
+    }
+    if (m->status == 101) {
+        for (unsigned i = 0; i < m->n_hdrs; i++) {
+            const struct ing_h1_hdr *h = &m->hdrs[i];
+            if (h->id == ING_H1_H_UPGRADE) {
+                p = PUTLIT(p, "Connection: upgrade\r\nUpgrade: ");
+                p = put(p, h->value, h->value_len);
+                p = PUTLIT(p, "\r\n");
+            }
+        }
+    } else {
+        if (m->body == ING_H1_BODY_CHUNKED && !r->dechunk)
+            p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
+        if (!r->client_keep)
+            p = PUTLIT(p, "Connection: close\r\n");
+        else if (r->msg.minor == 0)
+            p = PUTLIT(p, "Connection: keep-alive\r\n");
+    }
+    if (rt != NULL && rt->hsts.enabled && r->c->lst->is_tls) {
+        p = PUTLIT(p, "Strict-Transport-Security: ");
+        p = put(p, rt->hsts.header_value, strlen(rt->hsts.header_value));
+        p = PUTLIT(p, "\r\n");
+    }
+    if (r->set_track && r->colour >= 0)
+        p = r->colour ? PUTLIT(p, "Set-Cookie: weir-track=green; Path=/; HttpOnly\r\n")
+                      : PUTLIT(p, "Set-Cookie: weir-track=blue; Path=/; HttpOnly\r\n");
+    p = PUTLIT(p, "\r\n");
+    b->len = (uint32_t)(p - b->base);
+    b->off = 0;
+    return true;
+}
+
+/* Parses the response head in u->in. Returns 1 when a final head is ready in resp_out, 0 when
+ * more bytes are needed, -1 when the request was ended (error answered or aborted). */
+static int parse_response_head(struct ing_req *r)
+{
+    struct ing_up *u = r->up;
+    const struct xds_snapshot *s = r->sr->snap;
+    struct ing_h1_limits lim = {s->max_header_bytes, s->max_target_bytes};
+
+    for (;;) {
+        size_t avail = u->in.len - u->in.off;
+        int rc = ing_h1_parse_response(&r->rmsg, u->in.base + u->in.off, avail, &r->rscan, &lim,
+                                       r->msg.method_id);
+        if (rc == ING_H1_INCOMPLETE) {
+            if (u->eof) {
+                ing__req_upstream_failed(r, 502, avail == 0 && u->reused);
+                return -1;
+            }
+            if (u->in.len == u->in.cap) {
+                if (u->in.off == 0) {
+                    wr_warn("upstream %s: response head larger than %u bytes", r->ep_addr,
+                            u->in.cap);
+                    ing__req_upstream_failed(r, 502, false);
+                    return -1;
+                }
+                memmove(u->in.base, u->in.base + u->in.off, avail);
+                u->in.len = (uint32_t)avail;
+                u->in.off = 0;
+                continue;
+            }
+            return 0;
+        }
+        if (rc < 0) {
+            wr_warn("upstream %s: malformed response", r->ep_addr);
+            ing__req_upstream_failed(r, 502, false);
+            return -1;
+        }
+        if (r->rmsg.status >= 100 && r->rmsg.status < 200 && r->rmsg.status != 101) {
+            /* Interim answers: 100 was already sent by us; drop the others. */
+            u->in.off += (uint32_t)rc;
+            r->rscan = 0;
+            continue;
+        }
+        if (r->rmsg.status == 101 && !r->upgrade) {
+            ing__req_upstream_failed(r, 502, false);
+            return -1;
+        }
+        u->in.off += (uint32_t)rc;
+        r->got_resp_byte = 1;
+        r->status = r->rmsg.status;
+        r->respb.kind = r->rmsg.body;
+        r->respb.remaining = r->rmsg.content_length;
+        r->respb.done = r->rmsg.body == ING_H1_BODY_NONE ||
+                        (r->rmsg.body == ING_H1_BODY_LENGTH && r->rmsg.content_length == 0);
+        r->upstream_keep = (r->rmsg.flags & ING_H1_F_KEEP_ALIVE) && r->rmsg.body != ING_H1_BODY_EOF;
+        if (r->rmsg.body == ING_H1_BODY_EOF || r->rmsg.status == 101)
+            r->client_keep = 0;
+        if (r->rmsg.body == ING_H1_BODY_CHUNKED && r->msg.minor == 0) {
+            r->dechunk = 1;
+            r->client_keep = 0;
+        }
+        if (!r->req_done && !r->upgrade)
+            r->client_keep = 0; /* answered before the body ended: we will not read the rest */
+        if (!build_response_head(r)) {
+            req_abort(r);
+            return -1;
+        }
+        r->resp_started = 1;
+        r->resp_head_pending = 1;
+        r->t_up_done_ns = wr_mono_ns();
+        return 1;
+    }
+}
+
+static void dechunk_cb(void *arg, const char *data, size_t len)
+{
+    char **out = arg;
+
+    memmove(*out, data, len);
+    *out += len;
+}
+
+/* Moves as much of the response as possible from the upstream buffer to the client. */
+void ing__req_response_data(struct ing_req *r)
+{
+    while (r->up != NULL && !r->cl_writing && r->c != NULL) {
+        struct ing_up *u = r->up;
+        if (!r->resp_started) {
+            int rc = parse_response_head(r);
+            if (rc <= 0)
+                return;
+        }
+        uv_buf_t bufs[2];
+        unsigned n = 0;
+        if (r->resp_head_pending) {
+            bufs[n++] = uv_buf_init(r->resp_out.base, r->resp_out.len);
+            r->resp_head_pending = 0;
+        }
+        uint32_t avail = u->in.len - u->in.off, take = 0, send = 0;
+        char *start = u->in.base + u->in.off;
+        if (r->rmsg.status == 101) {
+            take = send = avail;
+        } else if (!r->respb.done && avail > 0) {
+            switch (r->respb.kind) {
+            case ING_H1_BODY_LENGTH:
+                take = send = (uint32_t)WR_MIN((uint64_t)avail, r->respb.remaining);
+                r->respb.remaining -= take;
+                r->respb.done = r->respb.remaining == 0;
+                break;
+            case ING_H1_BODY_CHUNKED: {
+                char *out = start;
+                long k = ing_h1_chunked_scan(&r->respb.ck, start, avail,
+                                             r->dechunk ? dechunk_cb : NULL, &out);
+                if (k < 0) {
+                    wr_warn("upstream %s: malformed chunked body", r->ep_addr);
+                    count_failure(r);
+                    req_abort(r);
+                    return;
+                }
+                take = (uint32_t)k;
+                send = r->dechunk ? (uint32_t)(out - start) : take;
+                r->respb.done = r->respb.ck.done;
+                break;
+            }
+            default: /* EOF-delimited */
+                take = send = avail;
+                break;
+            }
+        }
+        if (r->respb.kind == ING_H1_BODY_EOF && u->eof && take == avail)
+            r->respb.done = 1;
+        if (send > 0)
+            bufs[n++] = uv_buf_init(start, send);
+        if (r->respb.done && r->rmsg.status != 101)
+            r->resp_done = 1;
+        if (n == 0) {
+            if (take > 0) {
+                u->in.off += take;
+                continue;
+            }
+            if (r->resp_done) {
+                req_finish(r);
+                return;
+            }
+            if (u->eof) {
+                /* The upstream closed before the body was complete: the client must see a
+                 * truncated response, never a clean end. */
+                count_failure(r);
+                req_abort(r);
+                return;
+            }
+            ing__up_read_start(u);
+            return;
+        }
+        client_write(r, bufs, n, take);
+        return;
+    }
+}
+
+static void after_client_write(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    if (c->state != ING_C_TUNNEL)
+        ing__tq_del(&c->tn);
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        u->in.off += r->cl_wr_len;
+        r->cl_wr_len = 0;
+        if (u->in.off == u->in.len)
+            u->in.off = u->in.len = 0;
+        if (r->rmsg.status == 101 && c->state != ING_C_TUNNEL && r->resp_started) {
+            /* The 101 head is out: from now on bytes flow both ways untouched. */
+            c->state = ING_C_TUNNEL;
+            r->req_done = 1;
+            ing__tq_del(&u->tn);
+            req_forward_body(r);
+            if (r->c == NULL)
+                return;
+        }
+    }
+    if (r->resp_done) {
+        req_finish(r);
+        return;
+    }
+    if (r->up == NULL) {
+        req_abort(r);
+        return;
+    }
+    if (c->state != ING_C_TUNNEL)
+        ing__tq_add(c->w, &r->up->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    ing__up_read_start(r->up);
+    ing__req_response_data(r);
+}
+
+/* ---- ending a request ---- */
+
+static void account(struct ing_req *r)
+{
+    struct ing_worker *w = r->sr_worker;
+    const struct xds_route *rt = r->route;
+    unsigned cls = code_class(r->status);
+
+    if (rt == NULL)
+        return;
+    if (r->wc_idx >= 0 && rt->wc[r->wc_idx].stats != NULL)
+        xds_ctr_add(&xds_counters_w(rt->wc[r->wc_idx].stats, w->idx)[cls], 1);
+    if (rt->rollout != NULL && r->colour >= 0 && rt->rollout->stats != NULL)
+        xds_ctr_add(&xds_counters_w(rt->rollout->stats, w->idx)[XDS_RS_IDX(r->colour, cls)], 1);
+    if (rt->hist != NULL) {
+        uint64_t us = (wr_mono_ns() - r->t_start_ns) / 1000;
+        double sec = (double)us / 1e6;
+        unsigned b = 0;
+        while (b < XDS_HIST_BUCKETS && sec > xds_hist_bounds[b])
+            b++;
+        _Atomic uint64_t *k = xds_counters_w(rt->hist, w->idx);
+        if (b < XDS_HIST_BUCKETS)
+            xds_ctr_add(&k[b], 1);
+        xds_ctr_add(&k[XDS_HIST_BUCKETS], us);
+        xds_ctr_add(&k[XDS_HIST_BUCKETS + 1], 1);
+    }
+    if (r->status >= 500 && r->up_used && r->ep_idx >= 0)
+        count_failure(r);
+}
+
+static void req_finish(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+    struct ing_worker *w = r->sr_worker;
+
+    account(r);
+    if (r->sr->snap->access_log != NULL)
+        ing__log_request(w, r);
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        bool keep = r->upstream_keep && r->req_done && r->respb.done && u->in.off == u->in.len &&
+                    r->rmsg.status != 101;
+        r->up = NULL;
+        ing__up_release(u, keep);
+    }
+    bool keep = r->client_keep && r->req_done && !c->close_after && !w->draining &&
+                c->state != ING_C_TUNNEL;
+    /* Drop the finished request's head and body from the buffer; pipelined bytes stay. */
+    if (c->state == ING_C_PROXY && r->body_off >= c->in.off)
+        c->in.off = r->body_off;
+    c->req = NULL;
+    r->c = NULL;
+    req_try_free(r);
+    if (!keep) {
+        ing__conn_close(c);
+        return;
+    }
+    c->state = ING_C_IDLE;
+    if (c->in.off == c->in.len) {
+        ing__buf_release(w, &c->in);
+        ing__tq_add(w, &c->tn, ING_TQ_CLIENT_IDLE, w->cur->snap->client_idle_timeout_ms);
+        client_read_start(c);
+        return;
+    }
+    client_read_start(c);
+    conn_process(c);
+}
+
+/* ---- timeouts and drain ---- */
+
+void ing__conn_timeout(struct ing_conn *c, uint8_t kind)
+{
+    struct ing_req *r = c->req;
+
+    if (kind == ING_TQ_CLIENT_HEAD && r != NULL && c->state == ING_C_HEAD && !r->cl_writing) {
+        /* Slow-loris: part of a head came, but not all of it in time. */
+        r->sr = ing__snap_pin(c->w);
+        req_error(r, 408, true);
+        return;
+    }
+    ing__conn_close(c);
+}
+
+void ing__conn_drain(struct ing_conn *c)
+{
+    c->close_after = 1;
+    if (c->state == ING_C_IDLE && c->req == NULL)
+        ing__conn_close(c);
+}

@@ -1,0 +1,335 @@
+/* ingress/ing_priv.h -- structures shared by the files of ingress/ only.
+ *
+ * Threads: everything here belongs to exactly one worker thread (its loop), except the fields
+ * marked "control" and the atomics. Lifetimes: a client connection (struct ing_conn) owns its
+ * current request (struct ing_req); a request borrows an upstream connection (struct ing_up)
+ * while it runs; idle upstream connections live in their endpoint's per-worker idle list.
+ * Memory of every handle owner is released in its uv_close callback, and only there.
+ */
+#ifndef WEIR_ING_PRIV_H
+#define WEIR_ING_PRIV_H
+
+#include <netinet/in.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include <weir/h1.h>
+#include <weir/ing.h>
+#include <weir/lb.h>
+#include <weir/wr.h>
+#include <weir/xds.h>
+
+#define ING_BLOCK_SIZE   16384 /* pooled I/O buffer size */
+#define ING_MAX_HDRS     128   /* header fields per message */
+#define ING_POOL_BLOCKS  512   /* free blocks a worker keeps */
+#define ING_POOL_REQS    256   /* free request objects a worker keeps */
+#define ING_LOGBUF_SIZE  65536 /* access-log buffer a worker fills before handing it over */
+
+struct ing_worker;
+struct ing_server;
+
+/* ---- timeouts: per-worker FIFO queues, one per (kind, duration); one uv_timer per worker --- */
+
+enum ing_tq_kind {
+    ING_TQ_CLIENT_HEAD = 0, /* client request head not complete in time: 408 */
+    ING_TQ_CLIENT_IDLE,     /* idle keep-alive client connection */
+    ING_TQ_UP_CONNECT,      /* upstream connect */
+    ING_TQ_UP_RESPONSE,     /* upstream response head / inactivity */
+    ING_TQ_UP_IDLE,         /* idle pooled upstream connection */
+    ING_TQ_CLIENT_SEND,     /* client not reading our response */
+};
+
+struct ing_tnode {
+    struct wr_list link; /* self-linked when not queued */
+    uint64_t deadline;   /* loop time in ms */
+};
+
+struct ing_tq {
+    struct wr_list head;
+    uint32_t duration_ms;
+    uint8_t kind;
+};
+
+/* ---- I/O buffers ---- */
+
+/* A byte buffer: data is base[off..len). Blocks of ING_BLOCK_SIZE come from the worker pool;
+ * larger ones (long request heads) are malloc'd. */
+struct ing_buf {
+    char *base;
+    uint32_t off, len, cap;
+};
+
+/* ---- listeners ---- */
+
+struct ing_listener {
+    uv_tcp_t tcp;
+    struct ing_worker *w;
+    struct wr_list link; /* w->listeners */
+    char *name;
+    char *address;
+    bool is_tls;
+    bool closing;
+    struct xds_counters *stats; /* ref held */
+};
+
+/* ---- snapshot pins: per worker, plain integers ---- */
+
+struct ing_snapref {
+    struct xds_snapshot *snap; /* one real reference */
+    struct ing_lb **lbs;       /* per cluster, built lazily */
+    uint32_t pins;             /* requests of this worker using it */
+    struct wr_list link;       /* w->retired while pins > 0 and not current */
+};
+
+/* ---- requests and connections ---- */
+
+enum ing_conn_state {
+    ING_C_IDLE = 0,    /* between requests, no buffer */
+    ING_C_HEAD,        /* reading a request head */
+    ING_C_PROXY,       /* a request is being proxied */
+    ING_C_TUNNEL,      /* after 101: bytes both ways */
+    ING_C_CLOSING,
+};
+
+/* The client side of an HTTP/1.1 connection. Kept small: an idle keep-alive connection costs
+ * this struct and nothing else. */
+struct ing_conn {
+    uv_tcp_t tcp;
+    struct ing_worker *w;
+    struct ing_listener *lst;
+    struct ing_req *req;
+    struct ing_buf in;
+    struct ing_tnode tn;
+    struct wr_list link; /* w->conns */
+    uint8_t peer[16];    /* client address: IPv4 in the first 4 bytes, or IPv6 */
+    uint16_t peer_port;
+    uint8_t peer_family; /* AF_INET / AF_INET6 */
+    uint8_t state;       /* enum ing_conn_state */
+    uint8_t reading : 1; /* uv_read_start active */
+    uint8_t eof : 1;     /* client sent FIN */
+    uint8_t closing : 1;
+    uint8_t close_after : 1; /* close once the current response is written */
+    uint32_t nreqs;
+};
+
+enum ing_up_state {
+    ING_U_CONNECTING = 0,
+    ING_U_ACTIVE,
+    ING_U_IDLE,
+    ING_U_CLOSING,
+};
+
+/* An upstream connection. */
+struct ing_up {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    struct ing_worker *w;
+    struct ing_req *req;     /* NULL while idle */
+    struct xds_ep_state *st; /* reference held for the connection's life */
+    struct ing_buf in;
+    struct ing_tnode tn;
+    struct wr_list idle_link; /* st->w[i].idle */
+    uint8_t state;            /* enum ing_up_state */
+    uint8_t reading : 1;
+    uint8_t closing : 1;
+    uint8_t reused : 1; /* has served a request before */
+    uint8_t eof : 1;    /* the upstream closed or reset */
+    uint32_t nreqs;
+    uint32_t idle_ms;      /* pool idle timeout of its cluster */
+    uint32_t max_idle;     /* pool size limit of its cluster */
+    struct wr_list wlink;  /* w->ups */
+};
+
+/* Body framing progress of one direction. */
+struct ing_body {
+    uint8_t kind; /* enum ing_h1_body */
+    bool done;
+    uint64_t remaining; /* LENGTH */
+    struct ing_h1_chunked ck;
+};
+
+/* One request on a client connection, from the first byte of its head to the last byte of its
+ * response. Pooled per worker. */
+struct ing_req {
+    struct ing_conn *c;
+    struct ing_worker *sr_worker; /* the worker this request runs on */
+    struct ing_up *up;
+    struct ing_snapref *sr; /* pinned snapshot */
+    const struct xds_route *route;
+    const struct xds_cluster *cluster;
+    int wc_idx;  /* index in route->wc */
+    int ep_idx;  /* endpoint index in cluster */
+    int colour;  /* rollout colour (0 blue, 1 green), -1 none */
+    size_t scan; /* head end search progress */
+    struct ing_h1_msg msg;
+    struct ing_h1_hdr hdrs[ING_MAX_HDRS];
+    struct ing_h1_msg rmsg; /* upstream response head */
+    struct ing_h1_hdr rhdrs[ING_MAX_HDRS];
+    size_t rscan;
+    uint32_t body_off; /* c->in offset of the first unforwarded request body byte */
+    struct ing_body reqb;  /* request body: client -> upstream */
+    struct ing_body respb; /* response body: upstream -> client */
+    uv_write_t up_wr;      /* write to upstream in flight */
+    uv_write_t cl_wr;      /* write to client in flight */
+    struct ing_buf head_out; /* serialized upstream request head (kept for a retry) */
+    struct ing_buf resp_out; /* serialized response head to the client */
+    uv_buf_t iov[64];        /* client write vector (dechunked pieces) */
+    uint32_t up_wr_len;      /* bytes of c->in handed to the upstream write */
+    uint32_t cl_wr_len;      /* bytes of up->in handed to the client write */
+    uint8_t up_writing : 1;
+    uint8_t cl_writing : 1;
+    uint8_t head_sent : 1;  /* upstream request head fully written */
+    uint8_t resp_started : 1; /* response head sent (or being sent) to the client */
+    uint8_t resp_done : 1;
+    uint8_t req_done : 1;    /* request body fully forwarded */
+    uint8_t upstream_keep : 1;
+    uint8_t retried : 1;
+    uint8_t expect_continue : 1;
+    uint8_t upgrade : 1;
+    uint8_t dechunk : 1; /* HTTP/1.0 client, chunked upstream body: strip framing */
+    uint8_t client_keep : 1;
+    uint8_t got_resp_byte : 1;
+    uint8_t set_track : 1;         /* answer with a weir-track cookie */
+    uint8_t resp_head_pending : 1; /* resp_out not yet handed to the client */
+    uint8_t up_used : 1;           /* an upstream answered this request */
+    uint8_t exclude[64]; /* endpoints tried (first 64) */
+    uint16_t status;     /* status sent to the client */
+    uint64_t bytes_in, bytes_out;
+    uint64_t t_start_ns, t_up_ns, t_up_done_ns;
+    char request_id[33];
+    char ep_addr[64];
+    struct wr_list link; /* free list */
+};
+
+/* ---- the worker ---- */
+
+struct ing_worker {
+    unsigned idx;
+    struct ing_server *srv;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t async; /* inbox: new snapshot, drain, stop */
+    uv_timer_t timer; /* timeout queues */
+    uv_timer_t log_timer;
+    _Atomic(struct xds_snapshot *) inbox;
+    _Atomic uint32_t cmd;             /* ING_CMD_* bits */
+    _Atomic uint64_t served_version; /* version of w->cur, for the control thread */
+    struct ing_snapref *cur;
+    struct wr_list retired; /* snaprefs still pinned */
+    struct wr_list listeners;
+    struct wr_list conns;
+    struct wr_list ups; /* every upstream connection of this worker */
+    struct ing_tq tqs[32];
+    unsigned n_tqs;
+    uint64_t timer_due; /* deadline the timer is armed for, 0 = not armed */
+    char **free_blocks;
+    unsigned n_free_blocks;
+    struct wr_list free_reqs;
+    unsigned n_free_reqs;
+    uint64_t rng;
+    bool draining;
+    bool stopping;
+    bool thread_started;
+    bool loop_ready;
+    unsigned n_conns;
+    /* access log */
+    struct ing_logchunk *logbuf; /* being filled */
+    uint64_t log_sec;            /* second that log_time holds */
+    char log_time[32];           /* "2026-11-26T15:55:27" */
+};
+
+#define ING_CMD_DRAIN_LISTEN 0x1u /* stop accepting */
+#define ING_CMD_DRAIN        0x2u /* close idle connections, finish busy ones */
+#define ING_CMD_STOP         0x4u /* close everything and leave the loop */
+
+/* ---- the process ---- */
+
+struct ing_server {
+    uv_loop_t *loop; /* control */
+    const char *config_path;
+    struct xds_stats_reg *reg;
+    struct xds_snapshot *snap; /* current (control) */
+    uint64_t next_version;
+    struct ing_worker *workers;
+    unsigned nworkers;
+    _Atomic int state; /* enum ing_state */
+    struct ing_admin *admin;
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_timer_t drain_timer;
+    uv_timer_t sweep_timer; /* frees stats entries no snapshot uses any more */
+    uv_async_t log_async;
+    uv_timer_t log_flush_timer;
+    int drain_phase;
+    uint64_t drain_deadline;
+    /* access log writer (control) */
+    _Atomic(struct ing_logchunk *) log_inbox; /* chunks handed over by workers */
+    _Atomic uint64_t log_queued;              /* bytes handed over, not yet written */
+    _Atomic uint64_t log_dropped;             /* lines dropped because the writer lagged */
+    struct ing_accesslog *alog;
+    uv_async_t exit_async; /* a worker thread ended */
+    _Atomic unsigned workers_exited;
+    bool workers_joined;
+};
+
+/* ---- functions shared inside ingress/ ---- */
+
+/* ing_worker.c */
+int ing__worker_start(struct ing_worker *w);
+void ing__worker_dispose(struct ing_worker *w);
+void ing__server_worker_exited(struct ing_server *srv);
+void ing__worker_publish(struct ing_worker *w, struct xds_snapshot *s);
+void ing__worker_command(struct ing_worker *w, uint32_t cmd);
+char *ing__block_get(struct ing_worker *w);
+void ing__block_put(struct ing_worker *w, char *b);
+void ing__buf_release(struct ing_worker *w, struct ing_buf *b);
+struct ing_req *ing__req_get(struct ing_worker *w);
+void ing__req_put(struct ing_worker *w, struct ing_req *r);
+struct ing_snapref *ing__snap_pin(struct ing_worker *w);
+void ing__snap_unpin(struct ing_worker *w, struct ing_snapref *sr);
+struct ing_lb *ing__snap_lb(struct ing_snapref *sr, const struct xds_cluster *c);
+void ing__tq_add(struct ing_worker *w, struct ing_tnode *n, uint8_t kind, uint32_t ms);
+void ing__tq_del(struct ing_tnode *n);
+void ing__worker_maybe_exit(struct ing_worker *w);
+
+/* ing_conn.c: client side */
+void ing__conn_accept(struct ing_listener *l);
+void ing__conn_timeout(struct ing_conn *c, uint8_t kind);
+void ing__conn_drain(struct ing_conn *c);
+void ing__conn_close(struct ing_conn *c);
+/* called by ing_upstream.c */
+void ing__req_upstream_ready(struct ing_req *r);
+void ing__req_upstream_failed(struct ing_req *r, int status, bool may_retry);
+void ing__req_response_data(struct ing_req *r);
+void ing__req_upstream_written(struct ing_req *r);
+
+/* ing_upstream.c */
+void ing__up_acquire(struct ing_req *r, const struct xds_endpoint *ep);
+void ing__up_release(struct ing_up *u, bool keep);
+void ing__up_timeout(struct ing_up *u, uint8_t kind);
+void ing__up_read_start(struct ing_up *u);
+void ing__up_read_stop(struct ing_up *u);
+int ing__up_write(struct ing_up *u, uv_buf_t *bufs, unsigned n);
+void ing__up_close_idle_all(struct ing_worker *w);
+
+/* ing_accesslog.c */
+struct ing_logchunk {
+    struct ing_logchunk *next;
+    size_t len;
+    char data[ING_LOGBUF_SIZE];
+};
+void ing__log_request(struct ing_worker *w, struct ing_req *r);
+void ing__log_flush(struct ing_worker *w);
+int ing__alog_init(struct ing_server *srv);
+/* (Re)opens the destination of <path> (NULL: none, "-": stdout). Control thread. */
+int ing__alog_open(struct ing_server *srv, const char *path);
+void ing__alog_close(struct ing_server *srv);
+
+/* Writes <bufs> to <s>: synchronously when the socket takes it all (returns 1), else queues the
+ * rest with <req>/<cb> (returns 0; the caller must keep the bytes alive until <cb>), or < 0. */
+int ing__send(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
+
+#endif /* WEIR_ING_PRIV_H */

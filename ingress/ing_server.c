@@ -1,0 +1,258 @@
+/* ingress/ing_server.c -- the control thread: boot order, signals, reload, drain, shutdown.
+ *
+ * Boot: validate the file, create the stats registry for the worker count, build the first
+ * snapshot, open the access log, bind the admin API, start the workers (each binds its own
+ * SO_REUSEPORT sockets before its thread starts, so a bind failure stops the boot), then
+ * report ready. Reload (SIGHUP): build a new snapshot; on success publish it to every worker,
+ * on failure log every error and keep the old one. Drain (SIGTERM/SIGINT): INTERFACES.md §3.
+ */
+#include <signal.h>
+#include <unistd.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ing_priv.h"
+
+static struct xds_snapshot *hook_snapshot(void *arg)
+{
+    return ((struct ing_server *)arg)->snap;
+}
+
+static enum ing_state hook_state(void *arg)
+{
+    return (enum ing_state)atomic_load(&((struct ing_server *)arg)->state);
+}
+
+static void log_errors(const struct wr_sbuf *errors)
+{
+    const char *p = errors->p;
+
+    while (p != NULL && *p != '\0') {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        wr_err("config: %.*s", (int)n, p);
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+static void reload(struct ing_server *srv)
+{
+    struct wr_sbuf errors = {0};
+    struct xds_snapshot *s;
+
+    if (atomic_load(&srv->state) == ING_STATE_DRAINING)
+        return;
+    s = xds_config_load(srv->config_path, srv->reg, srv->next_version, &errors);
+    if (s == NULL) {
+        log_errors(&errors);
+        wr_err("reload of %s failed: the running configuration (version %s) stays",
+               srv->config_path, srv->snap->version_str);
+        wr_sbuf_dispose(&errors);
+        return;
+    }
+    wr_sbuf_dispose(&errors);
+    srv->next_version++;
+    if (s->workers != srv->nworkers)
+        wr_warn("reload: \"workers\" changed to %u; the running %u workers stay until a restart",
+                s->workers, srv->nworkers);
+    if (strcmp(s->admin_address, srv->snap->admin_address) != 0)
+        wr_warn("reload: admin.address changed; it takes effect at the next restart");
+    if ((s->access_log == NULL) != (srv->snap->access_log == NULL) ||
+        (s->access_log != NULL && strcmp(s->access_log, srv->snap->access_log) != 0) ||
+        s->access_log != NULL)
+        ing__alog_open(srv, s->access_log); /* also reopens after log rotation */
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        ing__worker_publish(&srv->workers[i], s);
+    xds_snapshot_unref(srv->snap);
+    srv->snap = s;
+    wr_info("configuration version %s loaded from %s", s->version_str, srv->config_path);
+}
+
+/* ---- drain ---- */
+
+static void on_drain_timer(uv_timer_t *t)
+{
+    struct ing_server *srv = WR_CONTAINER_OF(t, struct ing_server, drain_timer);
+
+    if (srv->drain_phase == 1) {
+        /* drain_delay_ms is over: stop accepting, close idle connections, finish busy ones. */
+        srv->drain_phase = 2;
+        for (unsigned i = 0; i < srv->nworkers; i++)
+            ing__worker_command(&srv->workers[i], ING_CMD_DRAIN);
+        uv_timer_start(&srv->drain_timer, on_drain_timer, srv->snap->drain_timeout_ms, 0);
+        return;
+    }
+    if (srv->drain_phase == 2) {
+        wr_warn("drain timeout: closing the connections still open");
+        srv->drain_phase = 3;
+        for (unsigned i = 0; i < srv->nworkers; i++)
+            ing__worker_command(&srv->workers[i], ING_CMD_STOP);
+    }
+}
+
+static void start_drain(struct ing_server *srv, const char *why)
+{
+    if (atomic_load(&srv->state) == ING_STATE_DRAINING) {
+        if (srv->drain_phase < 3) {
+            wr_warn("%s again: stopping now", why);
+            srv->drain_phase = 3;
+            for (unsigned i = 0; i < srv->nworkers; i++)
+                ing__worker_command(&srv->workers[i], ING_CMD_STOP);
+        }
+        return;
+    }
+    atomic_store(&srv->state, ING_STATE_DRAINING);
+    wr_info("%s: draining (delay %u ms, timeout %u ms)", why, srv->snap->drain_delay_ms,
+            srv->snap->drain_timeout_ms);
+    srv->drain_phase = 1;
+    uv_timer_start(&srv->drain_timer, on_drain_timer, srv->snap->drain_delay_ms, 0);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct ing_server *srv = h->data;
+
+    if (signum == SIGHUP)
+        reload(srv);
+    else
+        start_drain(srv, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* ---- shutdown ---- */
+
+static void on_exit_async(uv_async_t *h)
+{
+    struct ing_server *srv = WR_CONTAINER_OF(h, struct ing_server, exit_async);
+
+    if (atomic_load(&srv->workers_exited) < srv->nworkers || srv->workers_joined)
+        return;
+    srv->workers_joined = true;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].thread_started)
+            uv_thread_join(&srv->workers[i].thread);
+    uv_close((uv_handle_t *)&srv->exit_async, NULL);
+    uv_close((uv_handle_t *)&srv->drain_timer, NULL);
+    uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+    uv_close((uv_handle_t *)&srv->sig_term, NULL);
+    uv_close((uv_handle_t *)&srv->sig_int, NULL);
+    uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+    if (srv->admin != NULL)
+        ing_admin_close(srv->admin);
+    srv->admin = NULL;
+    ing__alog_close(srv);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct ing_server *srv = WR_CONTAINER_OF(t, struct ing_server, sweep_timer);
+
+    xds_stats_reg_sweep(srv->reg);
+}
+
+/* Called by a worker thread right before it returns. */
+void ing__server_worker_exited(struct ing_server *srv)
+{
+    atomic_fetch_add(&srv->workers_exited, 1);
+    uv_async_send(&srv->exit_async);
+}
+
+static int boot_fail(struct ing_server *srv, int code)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].thread_started)
+            ing__worker_command(&srv->workers[i], ING_CMD_STOP);
+    return code;
+}
+
+int ing_server_run(const struct ing_server_opts *opts)
+{
+    struct ing_server *srv = wr_xcalloc(1, sizeof(*srv));
+    struct wr_sbuf errors = {0};
+    struct xds_snapshot *probe;
+    const char *err = NULL;
+    uv_loop_t loop;
+    int rc = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    srv->config_path = opts->config_path;
+    probe = xds_config_load(opts->config_path, NULL, 0, &errors);
+    if (probe == NULL) {
+        fputs(errors.p ? errors.p : "config: cannot load\n", stderr);
+        wr_sbuf_dispose(&errors);
+        free(srv);
+        return 1;
+    }
+    srv->nworkers = probe->workers;
+    xds_snapshot_unref(probe);
+    srv->reg = xds_stats_reg_new(srv->nworkers);
+    srv->snap = xds_config_load(opts->config_path, srv->reg, 1, &errors);
+    if (srv->snap == NULL) {
+        fputs(errors.p ? errors.p : "config: cannot load\n", stderr);
+        wr_sbuf_dispose(&errors);
+        xds_stats_reg_free(srv->reg);
+        free(srv);
+        return 1;
+    }
+    wr_sbuf_dispose(&errors);
+    srv->next_version = 2;
+    uv_loop_init(&loop);
+    srv->loop = &loop;
+    uv_timer_init(&loop, &srv->drain_timer);
+    uv_timer_init(&loop, &srv->sweep_timer);
+    uv_async_init(&loop, &srv->exit_async, on_exit_async);
+    ing__alog_init(srv);
+    if (ing__alog_open(srv, srv->snap->access_log) < 0)
+        wr_warn("access log disabled until a reload opens it");
+    uv_signal_init(&loop, &srv->sig_hup);
+    uv_signal_init(&loop, &srv->sig_term);
+    uv_signal_init(&loop, &srv->sig_int);
+    srv->sig_hup.data = srv->sig_term.data = srv->sig_int.data = srv;
+    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    struct ing_admin_hooks hooks = {hook_snapshot, hook_state, srv};
+    srv->admin = ing_admin_start(&loop, srv->snap, &hooks, &err);
+    if (srv->admin == NULL) {
+        wr_err("admin API: cannot listen on %s: %s", srv->snap->admin_address, err);
+        rc = 1;
+    }
+    srv->workers = wr_xcalloc(srv->nworkers, sizeof(*srv->workers));
+    for (unsigned i = 0; i < srv->nworkers && rc == 0; i++) {
+        srv->workers[i].idx = i;
+        srv->workers[i].srv = srv;
+        if (ing__worker_start(&srv->workers[i]) != 0) {
+            wr_err("worker %u: cannot start (see above)", i);
+            rc = 1;
+        } else {
+            srv->workers[i].thread_started = true;
+        }
+    }
+    if (rc != 0) {
+        boot_fail(srv, rc);
+        atomic_store(&srv->state, ING_STATE_DRAINING);
+        /* Workers that never started count as exited. */
+        for (unsigned i = 0; i < srv->nworkers; i++)
+            if (!srv->workers[i].thread_started)
+                ing__server_worker_exited(srv);
+    } else {
+        uv_timer_start(&srv->sweep_timer, on_sweep, 10000, 10000);
+        atomic_store(&srv->state, ING_STATE_READY);
+        wr_info("weir %s ready: configuration version %s, %u workers, %u listeners", WEIR_VERSION,
+                srv->snap->version_str, srv->nworkers, srv->snap->n_listeners);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        wr_warn("control loop closed with handles left");
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        ing__worker_dispose(&srv->workers[i]);
+    free(srv->workers);
+    xds_snapshot_unref(srv->snap);
+    xds_stats_reg_sweep(srv->reg);
+    xds_stats_reg_free(srv->reg);
+    if (rc == 0)
+        wr_info("drained, exiting");
+    free(srv);
+    return rc;
+}
