@@ -162,6 +162,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS) { /* buffer full: the request in progress drains it */
+        client_read_stop(c);
+        return;
+    }
     if (nread == UV_EOF) {
         c->eof = 1;
         client_read_stop(c);
@@ -716,8 +720,12 @@ static void conn_process(struct ing_conn *c)
             return;
         }
         if (c->state == ING_C_TUNNEL) {
-            if (r != NULL)
-                req_forward_body(r);
+            if (r == NULL)
+                return;
+            req_forward_body(r);
+            /* Either side closing ends the tunnel once what it sent is delivered. */
+            if (c->req == r && c->eof && c->in.len == r->body_off && !r->up_writing)
+                req_abort(r);
             return;
         }
         size_t avail = c->in.len - c->in.off;
@@ -973,6 +981,8 @@ static bool build_response_head(struct ing_req *r)
     size_t need = m->head_len + 256;
     const struct xds_route *rt = r->route;
 
+    if (r->c->close_after || r->sr_worker->draining)
+        r->client_keep = 0; /* draining: the last response says so */
     if (rt != NULL && rt->hsts.enabled && r->c->lst->is_tls)
         need += strlen(rt->hsts.header_value) + 40;
     if (b->base == NULL) {
@@ -1250,8 +1260,8 @@ static void account(struct ing_req *r)
         xds_ctr_add(&k[XDS_HIST_BUCKETS], us);
         xds_ctr_add(&k[XDS_HIST_BUCKETS + 1], 1);
     }
-    if (r->status >= 500 && r->up_used && r->ep_idx >= 0)
-        count_failure(r);
+    if (r->status >= 500 && r->got_resp_byte && r->ep_idx >= 0)
+        count_failure(r); /* a 5xx the upstream sent; our own 5xx were counted as they arose */
 }
 
 static void req_finish(struct ing_req *r)

@@ -155,7 +155,7 @@ void ing__up_acquire(struct ing_req *r, const struct xds_endpoint *ep)
         wr_list_remove(&u->idle_link);
         ws->n_idle--;
         ing__tq_del(&u->tn);
-        ing__up_read_stop(u);
+        /* It keeps reading: stopping and restarting would cost two epoll_ctl calls. */
         u->state = ING_U_ACTIVE;
         attach(r, u);
         r->up_used = 1;
