@@ -24,6 +24,7 @@
 
 struct xds_stats_reg;
 struct xds_vhost_index; /* private to xds/ */
+struct xds_name_index;  /* private to xds/ */
 
 /* ---- shared counters that survive snapshots -------------------------------------------- */
 
@@ -73,7 +74,8 @@ struct xds_counters {
     unsigned stride; /* counters per worker, rounded up to a cache line */
     unsigned nworkers;
     char *key;
-    _Atomic uint64_t c[]; /* nworkers * stride */
+    /* nworkers * stride; aligned so that each worker's block starts a cache line */
+    _Atomic uint64_t c[] __attribute__((aligned(64)));
 };
 
 static inline _Atomic uint64_t *xds_counters_w(struct xds_counters *k, unsigned worker)
@@ -310,6 +312,21 @@ struct xds_route {
     struct xds_counters *hist;
 };
 
+/* A discovery provider declared in the config file (validated; run by discovery/). */
+struct xds_discovery {
+    uint8_t type; /* enum xds_source: XDS_SRC_FILE ... XDS_SRC_KUBERNETES */
+    char *path;   /* file: the services file */
+    /* dns_srv: the SRV name, the cluster it fills, resolvers ("host:port"; none: system's) */
+    char *name, *cluster;
+    char **resolvers;
+    uint32_t n_resolvers;
+    char *address, *token_file; /* consul: base URL, token file (NULL: none; not read) */
+    /* kubernetes: kubeconfig (NULL: in-cluster), IngressClass name, namespaces (none: all) */
+    char *kubeconfig, *ingress_class;
+    char **namespaces;
+    uint32_t n_namespaces;
+};
+
 #define XDS_HIST_BUCKETS 14
 extern const double xds_hist_bounds[XDS_HIST_BUCKETS]; /* seconds, upper bounds ("le") */
 
@@ -342,6 +359,9 @@ struct xds_snapshot {
     struct xds_vhost_index *vhosts; /* private */
     char *config_json; /* GET /config body (secrets redacted, "version" included) */
     struct xds_stats_reg *reg;
+    struct xds_discovery *discovery; /* config order */
+    uint32_t n_discovery;
+    struct xds_name_index *cluster_index, *rollout_index; /* private: name lookups */
 };
 
 /* Loads and validates <path>, building a snapshot with <version>. On any error returns NULL
