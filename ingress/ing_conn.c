@@ -881,6 +881,9 @@ void ing__req_upstream_written(struct ing_req *r)
     r->head_sent = 1;
     if (c == NULL)
         return;
+    /* Upload progress counts as activity: the response timeout is an inactivity timeout. */
+    if (r->up != NULL && !r->resp_started && c->state != ING_C_TUNNEL)
+        ing__tq_add(r->sr_worker, &r->up->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
     if (r->up_wr_len > 0) {
         uint32_t end = r->body_off + r->up_wr_len;
         uint32_t rest = c->in.len - end;
