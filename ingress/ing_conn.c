@@ -55,6 +55,7 @@ static void on_conn_closed(uv_handle_t *h)
     struct ing_worker *w = c->w;
 
     ing__buf_release(w, &c->in);
+    ing__tls_free(c);
     free(c);
     w->n_conns--;
     ing__worker_maybe_exit(w);
@@ -75,6 +76,8 @@ void ing__conn_close(struct ing_conn *c)
         _Atomic uint64_t *k = xds_counters_w(c->lst->stats, c->w->idx);
         xds_ctr_add(&k[0], (uint64_t)-1);
     }
+    if (c->tls != NULL)
+        ing__tls_shutdown(c);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -120,6 +123,11 @@ void ing__conn_accept(struct ing_listener *l)
     c->state = ING_C_IDLE;
     if (w->draining)
         c->close_after = 1;
+    if (l->is_tls && (l->ssl_ctx == NULL || ing__tls_new(c, l->ssl_ctx) != 0)) {
+        wr_warn("listener %s: cannot set up TLS for a connection", l->name);
+        ing__conn_close(c);
+        return;
+    }
     ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD, w->cur->snap->client_header_timeout_ms);
     client_read_start(c);
 }
@@ -140,6 +148,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
 
+    if (c->tls != NULL) {
+        ing__tls_alloc(c, buf);
+        return;
+    }
     if (c->in.base == NULL) {
         c->in.base = ing__block_get(c->w);
         c->in.cap = c->in.base ? ING_BLOCK_SIZE : 0;
@@ -153,6 +165,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(s, struct ing_conn, tcp);
 
+    if (nread > 0 && c->tls != NULL) {
+        ing__tls_read(c, nread);
+        return;
+    }
     if (nread > 0) {
         c->in.len += (uint32_t)nread;
         if (c->req != NULL)
@@ -178,10 +194,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void client_read_start(struct ing_conn *c)
 {
-    if (c->reading || c->eof || c->closing)
+    if (c->eof || c->closing)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = 1;
+    if (c->tls != NULL)
+        ing__tls_resume(c); /* bytes OpenSSL still holds need no new socket data */
+}
+
+void ing__conn_input(struct ing_conn *c)
+{
+    conn_process(c);
+}
+
+/* Writes to the client, through TLS when the connection has it (see ing__send). */
+static int conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
+                     uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return ing__tls_write(c, req, bufs, n, cb);
+    return ing__send((uv_stream_t *)&c->tcp, req, bufs, n, cb);
 }
 
 static void client_read_stop(struct ing_conn *c)
@@ -223,7 +255,7 @@ static void client_write(struct ing_req *r, uv_buf_t *bufs, unsigned n, uint32_t
     for (unsigned i = 0; i < n; i++)
         r->bytes_out += bufs[i].len;
     r->cl_wr_len = consumed;
-    int rc = ing__send((uv_stream_t *)&c->tcp, &r->cl_wr, bufs, n, on_client_written);
+    int rc = conn_send(c, &r->cl_wr, bufs, n, on_client_written);
     if (rc < 0) {
         ing__conn_close(c);
         return;
@@ -690,7 +722,8 @@ static void start_request(struct ing_conn *c, struct ing_req *r)
          * do not forward Expect, so an upstream that ignores it cannot stall the client. */
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
-        if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
+        if (c->tls != NULL ? ing__tls_write(c, NULL, &b, 1, NULL) < 0
+                           : uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
             req_error(r, 400, true); /* a client that cannot take 25 bytes now is not worth it */
             return;
         }

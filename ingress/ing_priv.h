@@ -73,6 +73,7 @@ struct ing_listener {
     char *address;
     bool is_tls;
     bool closing;
+    void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
     struct xds_counters *stats; /* ref held */
 };
 
@@ -102,7 +103,8 @@ struct ing_conn {
     struct ing_worker *w;
     struct ing_listener *lst;
     struct ing_req *req;
-    struct ing_buf in;
+    struct ing_tls *tls; /* NULL on a plain connection */
+    struct ing_buf in;   /* plaintext */
     struct ing_tnode tn;
     struct wr_list link; /* w->conns */
     uint8_t peer[16];    /* client address: IPv4 in the first 4 bytes, or IPv6 */
@@ -223,6 +225,8 @@ struct ing_worker {
     struct wr_list listeners;
     struct wr_list conns;
     struct wr_list ups; /* every upstream connection of this worker */
+    struct wr_list tls_pumpq; /* TLS connections with bytes left to decrypt */
+    uv_idle_t tls_pump;
     struct ing_tq tqs[32];
     unsigned n_tqs;
     uint64_t timer_due; /* deadline the timer is armed for, 0 = not armed */
@@ -261,6 +265,7 @@ struct ing_server {
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t drain_timer;
     uv_timer_t sweep_timer; /* frees stats entries no snapshot uses any more */
+    uint64_t ticket_age_ms; /* since the TLS session-ticket keys were last rotated */
     uv_async_t log_async;
     uv_timer_t log_flush_timer;
     int drain_phase;
@@ -305,6 +310,20 @@ void ing__req_upstream_ready(struct ing_req *r);
 void ing__req_upstream_failed(struct ing_req *r, int status, bool may_retry);
 void ing__req_response_data(struct ing_req *r);
 void ing__req_upstream_written(struct ing_req *r);
+
+void ing__conn_input(struct ing_conn *c);
+
+/* ing_tls.c: TLS on client connections */
+struct ing_tls;
+int ing__tls_new(struct ing_conn *c, void *ssl_ctx);
+void ing__tls_free(struct ing_conn *c);
+void ing__tls_alloc(struct ing_conn *c, uv_buf_t *buf);
+void ing__tls_read(struct ing_conn *c, ssize_t nread);
+void ing__tls_resume(struct ing_conn *c);
+void ing__tls_shutdown(struct ing_conn *c);
+int ing__tls_write(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
+                   uv_write_cb cb);
+const char *ing__tls_alpn(struct ing_conn *c);
 
 /* ing_upstream.c */
 void ing__up_acquire(struct ing_req *r, const struct xds_endpoint *ep);

@@ -149,6 +149,13 @@ static void on_sweep(uv_timer_t *t)
     struct ing_server *srv = WR_CONTAINER_OF(t, struct ing_server, sweep_timer);
 
     xds_stats_reg_sweep(srv->reg);
+    /* Session-ticket keys rotate every two hours (OpenSSL's default ticket lifetime); the
+     * previous key still decrypts, so no ticket is refused inside its lifetime. */
+    srv->ticket_age_ms += 10000;
+    if (srv->ticket_age_ms >= 2 * 3600 * 1000) {
+        srv->ticket_age_ms = 0;
+        xds_tls_rotate_ticket_keys();
+    }
 }
 
 /* Called by a worker thread right before it returns. */

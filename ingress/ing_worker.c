@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
 #include "ing_priv.h"
 
 /* ---- pools ---- */
@@ -225,9 +227,21 @@ static void on_listener_closed(uv_handle_t *h)
     struct ing_listener *l = WR_CONTAINER_OF(h, struct ing_listener, tcp);
 
     xds_counters_unref(l->stats);
+    SSL_CTX_free(l->ssl_ctx);
     free(l->name);
     free(l->address);
     free(l);
+}
+
+/* Takes the TLS context of <xl> (certificates may change with each snapshot). */
+static void listener_set_ctx(struct ing_listener *l, const struct xds_listener *xl)
+{
+    SSL_CTX *ctx = xl->tls != NULL ? xl->tls->ssl_ctx : NULL;
+
+    if (ctx != NULL)
+        SSL_CTX_up_ref(ctx);
+    SSL_CTX_free(l->ssl_ctx);
+    l->ssl_ctx = ctx;
 }
 
 static void listener_close(struct ing_listener *l)
@@ -260,6 +274,7 @@ static int listener_open(struct ing_worker *w, const struct xds_listener *xl)
     l->name = wr_xstrdup(xl->name);
     l->address = wr_xstrdup(xl->address);
     l->is_tls = xl->tls != NULL;
+    listener_set_ctx(l, xl);
     l->stats = xl->stats;
     if (l->stats != NULL)
         atomic_fetch_add(&l->stats->refs, 1);
@@ -285,6 +300,7 @@ static int listener_open(struct ing_worker *w, const struct xds_listener *xl)
 fail_free:
     wr_err("listener %s: %s", xl->name, uv_strerror(rc));
     xds_counters_unref(l->stats);
+    SSL_CTX_free(l->ssl_ctx);
     free(l->name);
     free(l->address);
     free(l);
@@ -303,10 +319,13 @@ static int listeners_sync(struct ing_worker *w, const struct xds_snapshot *s)
         nx = n->next;
         struct ing_listener *l = WR_CONTAINER_OF(n, struct ing_listener, link);
         bool keep = false;
-        for (uint32_t i = 0; i < s->n_listeners && !keep; i++)
+        for (uint32_t i = 0; i < s->n_listeners && !keep; i++) {
             keep = strcmp(s->listeners[i].name, l->name) == 0 &&
                    strcmp(s->listeners[i].address, l->address) == 0 &&
                    (s->listeners[i].tls != NULL) == l->is_tls;
+            if (keep)
+                listener_set_ctx(l, &s->listeners[i]);
+        }
         if (!keep) {
             for (struct wr_list *cn = w->conns.next; cn != &w->conns; cn = cn->next) {
                 struct ing_conn *c = WR_CONTAINER_OF(cn, struct ing_conn, link);
@@ -437,6 +456,7 @@ int ing__worker_start(struct ing_worker *w)
     wr_list_init(&w->listeners);
     wr_list_init(&w->conns);
     wr_list_init(&w->ups);
+    wr_list_init(&w->tls_pumpq);
     wr_list_init(&w->free_reqs);
     w->free_blocks = wr_xcalloc(ING_POOL_BLOCKS, sizeof(char *));
     w->rng = wr_mono_ns() ^ ((uint64_t)(w->idx + 1) * 0x9e3779b97f4a7c15ull);
@@ -449,6 +469,7 @@ int ing__worker_start(struct ing_worker *w)
     uv_async_init(&w->loop, &w->async, on_async);
     uv_timer_init(&w->loop, &w->timer);
     uv_timer_init(&w->loop, &w->log_timer);
+    uv_idle_init(&w->loop, &w->tls_pump);
     uv_timer_start(&w->log_timer, on_log_timer, 1000, 1000);
     adopt(w, xds_snapshot_ref(s));
     for (uint32_t i = 0; i < s->n_listeners; i++) {

@@ -234,6 +234,7 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
             xds__cfg_err(c, "min_version", "must be \"1.2\" or \"1.3\"");
     }
     free(minv);
+    xds__tls_listener_build(c, t);
 }
 
 static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)

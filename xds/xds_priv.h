@@ -133,4 +133,10 @@ void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg);
 /* Renders the normalized config of <s> for GET /config (xds_json.c). */
 char *xds__config_json(const struct xds_snapshot *s);
 
+/* ---- TLS (xds_tls.c) ---- */
+
+/* Builds t->ssl_ctx and the SNI table from t->certs; reports errors at the current path. */
+void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t);
+void xds__tls_listener_free(struct xds_listener_tls *t);
+
 #endif /* WEIR_XDS_PRIV_H */

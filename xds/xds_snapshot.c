@@ -153,6 +153,7 @@ static void free_listener(struct xds_listener *l)
     free(l->name);
     free(l->address);
     if (l->tls != NULL) {
+        xds__tls_listener_free(l->tls);
         for (uint32_t i = 0; l->tls->certs != NULL && i < l->tls->n_certs; i++) {
             free(l->tls->certs[i].cert_file);
             free(l->tls->certs[i].key_file);

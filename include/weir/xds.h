@@ -144,7 +144,14 @@ struct xds_listener_tls {
     char **alpn; /* NULL-terminated */
     uint32_t n_alpn;
     uint8_t min_version; /* 2 = TLS 1.2, 3 = TLS 1.3 */
+    bool h2_enabled;     /* "h2" may be selected by ALPN (false until the h2 codec serves it) */
+    void *ssl_ctx;       /* SSL_CTX * of the first certificate; SNI switches from it */
+    struct xds_tls_sni *sni; /* private to xds/xds_tls.c */
 };
+
+/* Replaces the process-wide session-ticket keys (the previous key still decrypts). Called at
+ * boot by the first TLS listener and then periodically by the control thread. */
+void xds_tls_rotate_ticket_keys(void);
 
 struct xds_listener {
     char *name;

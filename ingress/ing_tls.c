@@ -1,0 +1,383 @@
+/* ingress/ing_tls.c -- TLS on a client connection: OpenSSL over a custom BIO on libuv.
+ *
+ * Ciphertext read from the socket lands in t->cin; the BIO's read callback hands it to OpenSSL
+ * (one copy, into OpenSSL's record buffer), and SSL_read decrypts straight into the
+ * connection's plaintext buffer c->in, where the HTTP/1.1 code parses it as it would a plain
+ * connection's bytes. Writes encrypt into t->cout, which goes to the socket with uv_try_write and,
+ * when the socket is full, one uv_write; ciphertext produced meanwhile waits in t->cnext.
+ *
+ * Decrypting more is deferred to an idle callback (the worker's pump queue) whenever it is asked
+ * for from inside request processing, so the HTTP code is never re-entered.
+ *
+ * Memory: buffers are taken only while bytes are in them; OpenSSL's own record buffers are
+ * released between records (SSL_MODE_RELEASE_BUFFERS), so an idle TLS connection keeps only the
+ * SSL object.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ing_priv.h"
+
+struct ing_tls {
+    SSL *ssl;
+    struct ing_conn *c;
+    struct ing_buf cin;   /* ciphertext received, not yet given to OpenSSL */
+    struct ing_buf cout;  /* ciphertext being written */
+    struct ing_buf cnext; /* ciphertext produced while cout is being written */
+    uv_write_t wreq;
+    uv_write_t *user_req; /* a caller's write waiting for its bytes to be flushed */
+    uv_write_cb user_cb;
+    struct wr_list pump_link; /* w->tls_pumpq */
+    bool writing;
+    bool handshake_done;
+    bool failed;
+};
+
+/* ---- the BIO ---- */
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static int bio_read(BIO *b, char *out, int len)
+{
+    struct ing_tls *t = BIO_get_data(b);
+    uint32_t avail = t->cin.len - t->cin.off;
+
+    BIO_clear_retry_flags(b);
+    if (avail == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    uint32_t n = WR_MIN(avail, (uint32_t)len);
+    memcpy(out, t->cin.base + t->cin.off, n);
+    t->cin.off += n;
+    return (int)n;
+}
+
+static bool buf_append(struct ing_worker *w, struct ing_buf *b, const void *data, size_t n)
+{
+    if (b->base == NULL) {
+        size_t cap = n <= ING_BLOCK_SIZE ? ING_BLOCK_SIZE : n + ING_BLOCK_SIZE;
+        b->base = cap == ING_BLOCK_SIZE ? ing__block_get(w) : malloc(cap);
+        if (b->base == NULL)
+            return false;
+        b->cap = (uint32_t)cap;
+        b->off = b->len = 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = (size_t)b->cap * 2;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *nb = malloc(cap);
+        uint32_t len = b->len, off = b->off;
+        if (nb == NULL)
+            return false;
+        memcpy(nb, b->base, len);
+        ing__buf_release(w, b);
+        b->base = nb;
+        b->len = len;
+        b->off = off;
+        b->cap = (uint32_t)cap;
+    }
+    memcpy(b->base + b->len, data, n);
+    b->len += (uint32_t)n;
+    return true;
+}
+
+static int bio_write(BIO *b, const char *data, int len)
+{
+    struct ing_tls *t = BIO_get_data(b);
+    struct ing_buf *dst = t->writing ? &t->cnext : &t->cout;
+
+    BIO_clear_retry_flags(b);
+    if (!buf_append(t->c->w, dst, data, (size_t)len)) {
+        t->failed = true;
+        return -1;
+    }
+    return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void bio_method_init(void)
+{
+    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weir-uv");
+    BIO_meth_set_read(bio_method, bio_read);
+    BIO_meth_set_write(bio_method, bio_write);
+    BIO_meth_set_ctrl(bio_method, bio_ctrl);
+    BIO_meth_set_create(bio_method, bio_create);
+}
+
+/* ---- writing ciphertext ---- */
+
+static void flush(struct ing_tls *t);
+
+static void on_tls_written(uv_write_t *wr, int status)
+{
+    struct ing_tls *t = WR_CONTAINER_OF(wr, struct ing_tls, wreq);
+    struct ing_worker *w = t->c->w;
+
+    t->writing = false;
+    ing__buf_release(w, &t->cout);
+    if (status < 0) {
+        t->failed = true;
+        if (status != UV_ECANCELED)
+            ing__conn_close(t->c);
+    } else {
+        t->cout = t->cnext;
+        memset(&t->cnext, 0, sizeof(t->cnext));
+        flush(t);
+    }
+    if (!t->writing && t->user_cb != NULL) {
+        uv_write_cb cb = t->user_cb;
+        uv_write_t *req = t->user_req;
+        t->user_cb = NULL;
+        t->user_req = NULL;
+        cb(req, t->failed ? UV_ECONNRESET : 0);
+    }
+}
+
+/* Sends t->cout: synchronously when the socket takes it, else with one uv_write. */
+static void flush(struct ing_tls *t)
+{
+    struct ing_worker *w = t->c->w;
+
+    if (t->writing || t->cout.base == NULL)
+        return;
+    uv_buf_t b = uv_buf_init(t->cout.base + t->cout.off, t->cout.len - t->cout.off);
+    int rc = ing__send((uv_stream_t *)&t->c->tcp, &t->wreq, &b, 1, on_tls_written);
+    if (rc < 0) {
+        t->failed = true;
+        ing__buf_release(w, &t->cout);
+        return;
+    }
+    if (rc == 0) {
+        t->writing = true;
+        return;
+    }
+    ing__buf_release(w, &t->cout);
+}
+
+int ing__tls_write(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
+                   uv_write_cb cb)
+{
+    struct ing_tls *t = c->tls;
+
+    for (unsigned i = 0; i < n; i++) {
+        if (bufs[i].len == 0)
+            continue;
+        int k = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
+        if (k <= 0 || t->failed) {
+            ERR_clear_error();
+            return UV_EPROTO;
+        }
+    }
+    flush(t);
+    if (t->failed)
+        return UV_ECONNRESET;
+    if (!t->writing)
+        return 1;
+    t->user_req = req;
+    t->user_cb = cb;
+    return 0;
+}
+
+/* ---- reading ---- */
+
+void ing__tls_alloc(struct ing_conn *c, uv_buf_t *buf)
+{
+    struct ing_tls *t = c->tls;
+
+    if (t->cin.base == NULL) {
+        t->cin.base = ing__block_get(c->w);
+        t->cin.cap = t->cin.base ? ING_BLOCK_SIZE : 0;
+        t->cin.off = t->cin.len = 0;
+    } else if (t->cin.off == t->cin.len) {
+        t->cin.off = t->cin.len = 0;
+    } else if (t->cin.len == t->cin.cap && t->cin.off > 0) {
+        memmove(t->cin.base, t->cin.base + t->cin.off, t->cin.len - t->cin.off);
+        t->cin.len -= t->cin.off;
+        t->cin.off = 0;
+    }
+    buf->base = t->cin.base ? t->cin.base + t->cin.len : NULL;
+    buf->len = t->cin.base ? t->cin.cap - t->cin.len : 0;
+}
+
+/* Decrypts what is buffered into c->in. Returns 1 when plaintext was added, 0 when nothing
+ * came, -1 when the connection must close (handshake or record error), 2 at close_notify. */
+static int decrypt(struct ing_conn *c)
+{
+    struct ing_tls *t = c->tls;
+    int got = 0;
+
+    if (!t->handshake_done) {
+        int rc = SSL_do_handshake(t->ssl);
+        flush(t);
+        if (rc != 1) {
+            int e = SSL_get_error(t->ssl, rc);
+            ERR_clear_error();
+            return e == SSL_ERROR_WANT_READ && !t->failed ? 0 : -1;
+        }
+        t->handshake_done = true;
+    }
+    for (;;) {
+        if (c->in.base == NULL) {
+            c->in.base = ing__block_get(c->w);
+            if (c->in.base == NULL)
+                return -1;
+            c->in.cap = ING_BLOCK_SIZE;
+            c->in.off = c->in.len = 0;
+        }
+        if (c->in.len == c->in.cap)
+            break; /* the HTTP side must consume first */
+        int n = SSL_read(t->ssl, c->in.base + c->in.len, (int)(c->in.cap - c->in.len));
+        if (n > 0) {
+            c->in.len += (uint32_t)n;
+            if (c->req != NULL)
+                c->req->bytes_in += (uint64_t)n;
+            got = 1;
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, n);
+        ERR_clear_error();
+        flush(t); /* a read may produce output (tickets, key updates, alerts) */
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN)
+            return got ? 1 : 2;
+        return -1;
+    }
+    flush(t);
+    return t->failed ? -1 : got;
+}
+
+/* After new ciphertext or freed plaintext space: decrypt and hand the bytes to the HTTP code. */
+static void pump(struct ing_conn *c)
+{
+    struct ing_tls *t = c->tls;
+    int rc = decrypt(c);
+
+    if (t->cin.base != NULL && t->cin.off == t->cin.len)
+        ing__buf_release(c->w, &t->cin);
+    if (rc < 0) {
+        ing__conn_close(c);
+        return;
+    }
+    if (rc == 2)
+        c->eof = 1;
+    if (rc == 0 && c->in.base != NULL && c->in.len == c->in.off && c->req == NULL &&
+        c->state == ING_C_IDLE)
+        ing__buf_release(c->w, &c->in); /* keep idle connections bufferless */
+    if (rc != 0)
+        ing__conn_input(c);
+}
+
+void ing__tls_read(struct ing_conn *c, ssize_t nread)
+{
+    c->tls->cin.len += (uint32_t)nread;
+    pump(c);
+}
+
+/* ---- deferred pumping ---- */
+
+static void on_pump_idle(uv_idle_t *h)
+{
+    struct ing_worker *w = WR_CONTAINER_OF(h, struct ing_worker, tls_pump);
+
+    while (!wr_list_empty(&w->tls_pumpq)) {
+        struct ing_tls *t = WR_CONTAINER_OF(w->tls_pumpq.next, struct ing_tls, pump_link);
+        wr_list_remove(&t->pump_link);
+        if (!t->c->closing)
+            pump(t->c);
+    }
+    uv_idle_stop(h);
+}
+
+/* Called when the HTTP side made room: decrypt what OpenSSL or t->cin still hold. */
+void ing__tls_resume(struct ing_conn *c)
+{
+    struct ing_tls *t = c->tls;
+    struct ing_worker *w = c->w;
+
+    if ((t->cin.base == NULL || t->cin.off == t->cin.len) && SSL_pending(t->ssl) == 0)
+        return;
+    if (!wr_list_empty(&t->pump_link))
+        return;
+    wr_list_insert_tail(&w->tls_pumpq, &t->pump_link);
+    uv_idle_start(&w->tls_pump, on_pump_idle);
+}
+
+/* ---- lifetime ---- */
+
+int ing__tls_new(struct ing_conn *c, void *ssl_ctx)
+{
+    struct ing_tls *t = calloc(1, sizeof(*t));
+
+    pthread_once(&bio_once, bio_method_init);
+    if (t == NULL)
+        return -1;
+    t->c = c;
+    wr_list_init(&t->pump_link);
+    t->ssl = SSL_new(ssl_ctx);
+    BIO *bio = t->ssl ? BIO_new(bio_method) : NULL;
+    if (bio == NULL) {
+        SSL_free(t->ssl);
+        free(t);
+        ERR_clear_error();
+        return -1;
+    }
+    BIO_set_data(bio, t);
+    SSL_set_bio(t->ssl, bio, bio);
+    SSL_set_accept_state(t->ssl);
+    c->tls = t;
+    return 0;
+}
+
+/* Sends close_notify if it can without waiting (best effort, before the socket closes). */
+void ing__tls_shutdown(struct ing_conn *c)
+{
+    struct ing_tls *t = c->tls;
+
+    if (t == NULL || !t->handshake_done || t->failed || t->writing)
+        return;
+    if (SSL_shutdown(t->ssl) >= 0)
+        flush(t);
+    ERR_clear_error();
+}
+
+void ing__tls_free(struct ing_conn *c)
+{
+    struct ing_tls *t = c->tls;
+
+    if (t == NULL)
+        return;
+    wr_list_remove(&t->pump_link);
+    ing__buf_release(c->w, &t->cin);
+    ing__buf_release(c->w, &t->cout);
+    ing__buf_release(c->w, &t->cnext);
+    SSL_free(t->ssl);
+    free(t);
+    c->tls = NULL;
+}
+
+const char *ing__tls_alpn(struct ing_conn *c)
+{
+    const unsigned char *p;
+    unsigned int n;
+
+    SSL_get0_alpn_selected(c->tls->ssl, &p, &n);
+    return n == 2 && memcmp(p, "h2", 2) == 0 ? "h2" : "http/1.1";
+}

@@ -1,0 +1,385 @@
+/* xds/xds_tls.c -- TLS contexts of a listener: certificates, SNI, ALPN, versions, tickets.
+ *
+ * Built on the control thread while a snapshot loads, so a bad certificate or key is a config
+ * error that keeps the running snapshot; read-only afterwards (OpenSSL's SSL_CTX is safe to
+ * share between threads for SSL_new and handshakes).
+ *
+ * One SSL_CTX per distinct certificate name set: an RSA and an ECDSA certificate for the same
+ * names share one context and OpenSSL picks per client. The servername callback of the first
+ * context picks the context for the requested name: exact name, then the longest wildcard, then
+ * the listener's first certificate.
+ *
+ * Session resumption works across workers and reloads through stateless tickets encrypted with
+ * process-wide keys (xds_tls_rotate_ticket_keys()); the server-side session cache is off. The
+ * key set is the one piece of process-wide TLS state: replaced atomically by the control
+ * thread, read by handshakes on any thread, and freed two rotations after it was replaced.
+ */
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xds_priv.h"
+
+/* Mozilla's "intermediate" profile (TLS 1.2 ciphers; TLS 1.3 uses OpenSSL's defaults). */
+#define TLS12_CIPHERS                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"       \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define TLS_GROUPS "X25519:prime256v1:secp384r1"
+
+/* ---- ticket keys ---- */
+
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char hmac[32];
+    unsigned char aes[32];
+};
+
+struct ticket_keyset {
+    struct ticket_key k[2]; /* k[0] encrypts; both decrypt */
+    unsigned n;
+};
+
+static _Atomic(struct ticket_keyset *) ticket_keys;
+static struct ticket_keyset *ticket_keys_retired; /* control thread only */
+
+void xds_tls_rotate_ticket_keys(void)
+{
+    struct ticket_keyset *ks = wr_xcalloc(1, sizeof(*ks));
+    struct ticket_keyset *old = atomic_load(&ticket_keys);
+
+    if (RAND_bytes((unsigned char *)&ks->k[0], sizeof(ks->k[0])) != 1) {
+        wr_err("tls: cannot generate session ticket keys; keeping the current ones");
+        free(ks);
+        return;
+    }
+    ks->n = 1;
+    if (old != NULL) {
+        ks->k[1] = old->k[0];
+        ks->n = 2;
+    }
+    atomic_store(&ticket_keys, ks);
+    free(ticket_keys_retired);
+    ticket_keys_retired = old;
+}
+
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_keyset *ks = atomic_load_explicit(&ticket_keys, memory_order_acquire);
+    const struct ticket_key *k = NULL;
+    int rc = 1;
+
+    if (ks == NULL)
+        return 0;
+    if (enc) {
+        k = &ks->k[0];
+        memcpy(name, k->name, 16);
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+    } else {
+        for (unsigned i = 0; i < ks->n && k == NULL; i++)
+            if (memcmp(name, ks->k[i].name, 16) == 0)
+                k = &ks->k[i];
+        if (k == NULL)
+            return 0; /* unknown key: full handshake, new ticket */
+        rc = k == &ks->k[0] ? 1 : 2; /* 2: valid, but issue a ticket with the current key */
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return -1;
+    if (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1
+            : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+        return -1;
+    return rc;
+}
+
+/* ---- SNI and ALPN ---- */
+
+struct xds_tls_sni {
+    SSL_CTX **ctxs; /* ctxs[0] is the default */
+    uint32_t n_ctxs;
+    struct xds_name_index *exact; /* host -> ctxs[] index */
+    struct xds_name_index *wild;  /* ".suffix" -> ctxs[] index */
+    char **names;                 /* owned keys of the indexes */
+    uint32_t n_names;
+    const struct xds_listener_tls *t;
+};
+
+static int sni_ex_index = -1;
+
+static void sni_ex_init(void)
+{
+    if (sni_ex_index < 0)
+        sni_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    struct xds_tls_sni *sni = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    uint32_t idx;
+
+    if (name == NULL || sni->n_ctxs == 1)
+        return SSL_TLSEXT_ERR_OK;
+    size_t len = strlen(name);
+    if (len > 0 && name[len - 1] == '.')
+        len--;
+    if (xds__index_get_ci(sni->exact, name, len, &idx)) {
+        SSL_set_SSL_CTX(ssl, sni->ctxs[idx]);
+        return SSL_TLSEXT_ERR_OK;
+    }
+    /* Wildcards cover one or more labels, longest suffix first. */
+    for (const char *p = memchr(name, '.', len); p != NULL;
+         p = memchr(p + 1, '.', len - (size_t)(p + 1 - name))) {
+        if (xds__index_get_ci(sni->wild, p, len - (size_t)(p - name), &idx)) {
+            SSL_set_SSL_CTX(ssl, sni->ctxs[idx]);
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    return SSL_TLSEXT_ERR_OK; /* the default certificate */
+}
+
+/* Picks the first of the listener's protocols (server preference) that the client offers. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    struct xds_tls_sni *sni = arg;
+    const struct xds_listener_tls *t = sni->t;
+
+    for (uint32_t i = 0; i < t->n_alpn; i++) {
+        size_t l = strlen(t->alpn[i]);
+        if (strcmp(t->alpn[i], "h2") == 0 && !t->h2_enabled)
+            continue;
+        for (unsigned int j = 0; j < inlen; j += 1u + in[j]) {
+            if (in[j] == l && j + 1 + l <= inlen && memcmp(in + j + 1, t->alpn[i], l) == 0) {
+                *out = in + j + 1;
+                *outlen = (unsigned char)l;
+                return SSL_TLSEXT_ERR_OK;
+            }
+        }
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* ---- building ---- */
+
+static const char *ssl_error(char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error();
+
+    if (e == 0)
+        return "unknown error";
+    ERR_error_string_n(e, buf, len);
+    ERR_clear_error();
+    return buf;
+}
+
+static SSL_CTX *ctx_new(const struct xds_listener_tls *t, struct xds_tls_sni *sni)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, t->min_version == 3 ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS);
+    SSL_CTX_set1_groups_list(ctx, TLS_GROUPS);
+    SSL_CTX_set_dh_auto(ctx, 1);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"weir", 4);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, sni);
+    SSL_CTX_set_ex_data(ctx, sni_ex_index, sni);
+    return ctx;
+}
+
+/* The DNS names a certificate is for: its subjectAltName DNS entries, else its CN. */
+static char **cert_names(X509 *x, uint32_t *n)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    char **v = NULL;
+
+    *n = 0;
+    if (gens != NULL) {
+        int k = sk_GENERAL_NAME_num(gens);
+        v = wr_xcalloc((size_t)k + 1, sizeof(*v));
+        for (int i = 0; i < k; i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+            if (g->type != GEN_DNS)
+                continue;
+            const unsigned char *p = ASN1_STRING_get0_data(g->d.dNSName);
+            int len = ASN1_STRING_length(g->d.dNSName);
+            if (len > 0 && memchr(p, '\0', (size_t)len) == NULL)
+                v[(*n)++] = wr_xstrndup((const char *)p, (size_t)len);
+        }
+        GENERAL_NAMES_free(gens);
+    }
+    if (*n == 0) {
+        char cn[256];
+        X509_NAME *subj = X509_get_subject_name(x);
+        int len = subj ? X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof(cn)) : -1;
+        if (len > 0) {
+            v = wr_xrealloc(v, 2 * sizeof(*v));
+            v[(*n)++] = wr_xstrndup(cn, (size_t)len);
+        }
+    }
+    for (uint32_t i = 0; i < *n; i++)
+        for (char *p = v[i]; *p; p++)
+            *p = wr_lower(*p);
+    return v;
+}
+
+static bool same_names(char **a, uint32_t na, char **b, uint32_t nb)
+{
+    if (na != nb)
+        return false;
+    for (uint32_t i = 0; i < na; i++) {
+        bool found = false;
+        for (uint32_t j = 0; j < nb && !found; j++)
+            found = strcmp(a[i], b[j]) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static void free_names(char **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Loads certificate <i> into <ctx>; reports errors at certificates[i]. */
+static bool load_cert(struct xds__cfg *c, SSL_CTX *ctx, const struct xds_tls_cert *tc, uint32_t i)
+{
+    char eb[256];
+    size_t mark = xds__cfg_enter(c, "certificates");
+    size_t m2 = xds__cfg_enter_idx(c, i);
+    bool ok = false;
+
+    if (SSL_CTX_use_certificate_chain_file(ctx, tc->cert_file) != 1)
+        xds__cfg_err(c, "cert_file", "cannot load certificate: %s", ssl_error(eb, sizeof(eb)));
+    else if (SSL_CTX_use_PrivateKey_file(ctx, tc->key_file, SSL_FILETYPE_PEM) != 1)
+        xds__cfg_err(c, "key_file", "cannot load private key: %s", ssl_error(eb, sizeof(eb)));
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        xds__cfg_err(c, "key_file", "does not match cert_file: %s", ssl_error(eb, sizeof(eb)));
+    else
+        ok = true;
+    xds__cfg_leave(c, m2);
+    xds__cfg_leave(c, mark);
+    return ok;
+}
+
+static void sni_add(struct xds_tls_sni *sni, const char *name, uint32_t idx)
+{
+    bool wild = name[0] == '*' && name[1] == '.';
+    const char *key = wild ? name + 1 : name;
+    uint32_t old;
+
+    /* The first certificate that names a host keeps it. */
+    xds__index_add(wild ? sni->wild : sni->exact, key, strlen(key), idx, &old);
+}
+
+void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
+{
+    struct xds_tls_sni *sni = wr_xcalloc(1, sizeof(*sni));
+    char **group_names[64];
+    uint32_t group_n[64];
+    char eb[256];
+    uint32_t total_names = 0;
+
+    sni_ex_init();
+    if (atomic_load(&ticket_keys) == NULL)
+        xds_tls_rotate_ticket_keys();
+    sni->t = t;
+    sni->ctxs = wr_xcalloc(t->n_certs + 1, sizeof(*sni->ctxs));
+    t->sni = sni;
+    char ***names = wr_xcalloc(t->n_certs + 1, sizeof(*names));
+    uint32_t *nnames = wr_xcalloc(t->n_certs + 1, sizeof(*nnames));
+    uint32_t *cert_ctx = wr_xcalloc(t->n_certs + 1, sizeof(*cert_ctx));
+    for (uint32_t i = 0; i < t->n_certs; i++) {
+        const struct xds_tls_cert *tc = &t->certs[i];
+        if (tc->cert_file == NULL || tc->key_file == NULL)
+            continue;
+        /* Read the names first, to find a context with the same names (RSA + ECDSA pair). */
+        SSL_CTX *probe = SSL_CTX_new(TLS_server_method());
+        if (probe == NULL || !load_cert(c, probe, tc, i)) {
+            SSL_CTX_free(probe);
+            continue;
+        }
+        names[i] = cert_names(SSL_CTX_get0_certificate(probe), &nnames[i]);
+        SSL_CTX_free(probe);
+        uint32_t g = sni->n_ctxs;
+        for (uint32_t j = 0; j < sni->n_ctxs && j < WR_ARRAY_LEN(group_names); j++)
+            if (same_names(names[i], nnames[i], group_names[j], group_n[j]))
+                g = j;
+        if (g == sni->n_ctxs) {
+            sni->ctxs[g] = ctx_new(t, sni);
+            if (sni->ctxs[g] == NULL) {
+                xds__cfg_err(c, "certificates", "cannot create a TLS context: %s",
+                             ssl_error(eb, sizeof(eb)));
+                continue;
+            }
+            if (g < WR_ARRAY_LEN(group_names)) {
+                group_names[g] = names[i];
+                group_n[g] = nnames[i];
+            }
+            sni->n_ctxs++;
+        }
+        cert_ctx[i] = g;
+        if (!load_cert(c, sni->ctxs[g], tc, i))
+            continue;
+        total_names += nnames[i];
+    }
+    sni->exact = xds__index_new(total_names + 1);
+    sni->wild = xds__index_new(total_names + 1);
+    sni->names = wr_xcalloc(total_names + 1, sizeof(*sni->names));
+    for (uint32_t i = 0; i < t->n_certs; i++) {
+        for (uint32_t k = 0; k < nnames[i]; k++) {
+            sni->names[sni->n_names++] = names[i][k];
+            sni_add(sni, names[i][k], cert_ctx[i]);
+        }
+        free(names[i]); /* the strings moved to sni->names */
+    }
+    free(names);
+    free(nnames);
+    free(cert_ctx);
+    if (sni->n_ctxs > 0) {
+        SSL_CTX_set_tlsext_servername_callback(sni->ctxs[0], servername_cb);
+        SSL_CTX_set_tlsext_servername_arg(sni->ctxs[0], sni);
+    }
+    t->ssl_ctx = sni->n_ctxs > 0 ? sni->ctxs[0] : NULL;
+}
+
+void xds__tls_listener_free(struct xds_listener_tls *t)
+{
+    struct xds_tls_sni *sni = t->sni;
+
+    if (sni == NULL)
+        return;
+    for (uint32_t i = 0; i < sni->n_ctxs; i++)
+        SSL_CTX_free(sni->ctxs[i]);
+    free(sni->ctxs);
+    xds__index_free(sni->exact);
+    xds__index_free(sni->wild);
+    free_names(sni->names, sni->n_names);
+    free(sni);
+    t->sni = NULL;
+    t->ssl_ctx = NULL;
+}
