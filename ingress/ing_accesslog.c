@@ -92,7 +92,7 @@ void ing__log_request(struct ing_worker *w, struct ing_req *r)
     const char *route = r->route ? r->route->name : "";
     const char *cluster = r->cluster ? r->cluster->name : "";
     /* Worst case: every byte escaped to 6. */
-    size_t need = 6 * (m->method.len + host.len + m->target.len + strlen(route) +
+    size_t need = 6 * (m->method.len + host.len + m->path.len + m->query.len + strlen(route) +
                        strlen(cluster) + strlen(r->ep_addr)) +
                   512;
 
@@ -142,7 +142,9 @@ void ing__log_request(struct ing_worker *w, struct ing_req *r)
     p = LIT(p, "\",\"host\":\"");
     p = esc(p, host.p ? host.p : "", host.len);
     p = LIT(p, "\",\"path\":\"");
-    p = esc(p, m->target.p, m->target.len);
+    p = esc(p, m->path.p, m->path.len);
+    p = LIT(p, "\",\"query\":\"");
+    p = esc(p, m->query.p ? m->query.p : "", m->query.len);
     p += sprintf(p, "\",\"status\":%u,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,",
                  r->status, (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
                  dur_ms);

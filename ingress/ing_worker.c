@@ -327,7 +327,8 @@ static int listeners_sync(struct ing_worker *w, const struct xds_snapshot *s)
                 listener_set_ctx(l, &s->listeners[i]);
         }
         if (!keep) {
-            for (struct wr_list *cn = w->conns.next; cn != &w->conns; cn = cn->next) {
+            for (struct wr_list *cn = w->conns.next, *cnx; cn != &w->conns; cn = cnx) {
+                cnx = cn->next; /* draining may close (and unlink) the connection */
                 struct ing_conn *c = WR_CONTAINER_OF(cn, struct ing_conn, link);
                 if (c->lst == l)
                     ing__conn_drain(c);
