@@ -255,6 +255,9 @@ struct ing_worker {
 struct ing_server {
     uv_loop_t *loop; /* control */
     const char *config_path;
+    char *config_text; /* the file as of the last successful load */
+    struct ing_override *overrides; /* rollout weights set through the admin API */
+    unsigned n_overrides;
     struct xds_stats_reg *reg;
     struct xds_snapshot *snap; /* current (control) */
     uint64_t next_version;

@@ -37,14 +37,68 @@ static void log_errors(const struct wr_sbuf *errors)
     }
 }
 
+/* ---- rollout weights set through the admin API ----
+ *
+ * A weight set with PUT /rollouts/NAME lives until that rollout changes in its source: it is
+ * re-applied to every snapshot built from the file as long as the file still says what it said
+ * when the weight was set (INTERFACES.md §2). */
+
+struct ing_override {
+    char *name;
+    uint32_t weight;      /* the live weight */
+    uint32_t file_weight; /* what the file said when it was set */
+};
+
+static struct ing_override *override_find(struct ing_server *srv, const char *name)
+{
+    for (unsigned i = 0; i < srv->n_overrides; i++)
+        if (strcmp(srv->overrides[i].name, name) == 0)
+            return &srv->overrides[i];
+    return NULL;
+}
+
+static void override_drop(struct ing_server *srv, struct ing_override *o)
+{
+    free(o->name);
+    *o = srv->overrides[--srv->n_overrides];
+}
+
+/* Applies the live weights to <s> (not yet published); forgets those whose source changed. */
+static void overrides_apply(struct ing_server *srv, struct xds_snapshot *s)
+{
+    for (unsigned i = 0; i < srv->n_overrides;) {
+        struct ing_override *o = &srv->overrides[i];
+        const struct xds_rollout *ro = xds_rollout_find(s, o->name);
+        if (ro == NULL || ro->green_weight != o->file_weight) {
+            wr_info("rollout %s: the configuration changed it; the live weight %u is dropped",
+                    o->name, o->weight);
+            override_drop(srv, o);
+            continue;
+        }
+        xds_rollout_set_weight(s, o->name, o->weight);
+        i++;
+    }
+}
+
+/* Hands <s> (one reference, ours) to every worker and makes it the current snapshot. */
+static void publish(struct ing_server *srv, struct xds_snapshot *s)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        ing__worker_publish(&srv->workers[i], s);
+    xds_snapshot_unref(srv->snap);
+    srv->snap = s;
+}
+
 static void reload(struct ing_server *srv)
 {
     struct wr_sbuf errors = {0};
     struct xds_snapshot *s;
+    char *text = NULL;
 
     if (atomic_load(&srv->state) == ING_STATE_DRAINING)
         return;
-    s = xds_config_load(srv->config_path, srv->reg, srv->next_version, &errors);
+    s = xds_config_load_ex(srv->config_path, NULL, 0, &text, srv->reg, srv->next_version,
+                           &errors);
     if (s == NULL) {
         log_errors(&errors);
         wr_err("reload of %s failed: the running configuration (version %s) stays",
@@ -53,21 +107,70 @@ static void reload(struct ing_server *srv)
         return;
     }
     wr_sbuf_dispose(&errors);
+    free(srv->config_text);
+    srv->config_text = text;
     srv->next_version++;
+    overrides_apply(srv, s);
     if (s->workers != srv->nworkers)
         wr_warn("reload: \"workers\" changed to %u; the running %u workers stay until a restart",
                 s->workers, srv->nworkers);
     if (strcmp(s->admin_address, srv->snap->admin_address) != 0)
         wr_warn("reload: admin.address changed; it takes effect at the next restart");
-    if ((s->access_log == NULL) != (srv->snap->access_log == NULL) ||
-        (s->access_log != NULL && strcmp(s->access_log, srv->snap->access_log) != 0) ||
-        s->access_log != NULL)
-        ing__alog_open(srv, s->access_log); /* also reopens after log rotation */
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        ing__worker_publish(&srv->workers[i], s);
-    xds_snapshot_unref(srv->snap);
-    srv->snap = s;
+    ing__alog_open(srv, s->access_log); /* also reopens the file after log rotation */
+    publish(srv, s);
     wr_info("configuration version %s loaded from %s", s->version_str, srv->config_path);
+}
+
+static int64_t hook_set_rollout(void *arg, const char *name, unsigned weight, const char **err)
+{
+    struct ing_server *srv = arg;
+    struct wr_sbuf errors = {0};
+    const struct xds_rollout *cur = xds_rollout_find(srv->snap, name);
+
+    if (cur == NULL)
+        return 0;
+    if (atomic_load(&srv->state) == ING_STATE_DRAINING) {
+        *err = "draining";
+        return -1;
+    }
+    /* Rebuild from the text of the last load, not the file: edits not yet reloaded with
+     * SIGHUP must not slip in with a weight change. */
+    struct xds_snapshot *s =
+        xds_config_load_ex(srv->config_path, srv->config_text, strlen(srv->config_text), NULL,
+                           srv->reg, srv->next_version, &errors);
+    wr_sbuf_dispose(&errors);
+    if (s == NULL) {
+        *err = "cannot rebuild the configuration";
+        return -1;
+    }
+    srv->next_version++;
+    struct ing_override *o = override_find(srv, name);
+    const struct xds_rollout *fresh = xds_rollout_find(s, name);
+    if (o == NULL) {
+        srv->overrides = wr_xrealloc(srv->overrides, (srv->n_overrides + 1) * sizeof(*o));
+        o = &srv->overrides[srv->n_overrides++];
+        o->name = wr_xstrdup(name);
+        o->file_weight = fresh->green_weight;
+    }
+    o->weight = weight;
+    overrides_apply(srv, s);
+    publish(srv, s);
+    wr_info("rollout %s: green weight %u (configuration version %s)", name, weight,
+            s->version_str);
+    return (int64_t)s->version;
+}
+
+static uint64_t hook_served_version(void *arg)
+{
+    struct ing_server *srv = arg;
+    uint64_t v = UINT64_MAX;
+
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        uint64_t w = atomic_load_explicit(&srv->workers[i].served_version, memory_order_acquire);
+        if (w < v)
+            v = w;
+    }
+    return srv->nworkers ? v : 0;
 }
 
 /* ---- drain ---- */
@@ -194,7 +297,8 @@ int ing_server_run(const struct ing_server_opts *opts)
     srv->nworkers = probe->workers;
     xds_snapshot_unref(probe);
     srv->reg = xds_stats_reg_new(srv->nworkers);
-    srv->snap = xds_config_load(opts->config_path, srv->reg, 1, &errors);
+    srv->snap = xds_config_load_ex(opts->config_path, NULL, 0, &srv->config_text, srv->reg, 1,
+                                   &errors);
     if (srv->snap == NULL) {
         fputs(errors.p ? errors.p : "config: cannot load\n", stderr);
         wr_sbuf_dispose(&errors);
@@ -219,7 +323,11 @@ int ing_server_run(const struct ing_server_opts *opts)
     uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-    struct ing_admin_hooks hooks = {hook_snapshot, hook_state, srv};
+    struct ing_admin_hooks hooks = {.snapshot = hook_snapshot,
+                                    .state = hook_state,
+                                    .set_rollout = hook_set_rollout,
+                                    .served_version = hook_served_version,
+                                    .arg = srv};
     srv->admin = ing_admin_start(&loop, srv->snap, &hooks, &err);
     if (srv->admin == NULL) {
         wr_err("admin API: cannot listen on %s: %s", srv->snap->admin_address, err);
@@ -256,6 +364,10 @@ int ing_server_run(const struct ing_server_opts *opts)
         ing__worker_dispose(&srv->workers[i]);
     free(srv->workers);
     xds_snapshot_unref(srv->snap);
+    while (srv->n_overrides > 0)
+        override_drop(srv, &srv->overrides[0]);
+    free(srv->overrides);
+    free(srv->config_text);
     xds_stats_reg_sweep(srv->reg);
     xds_stats_reg_free(srv->reg);
     if (rc == 0)

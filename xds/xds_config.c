@@ -815,17 +815,50 @@ static char *read_file(const char *path, size_t *len, struct wr_sbuf *errors)
 struct xds_snapshot *xds_config_load(const char *path, struct xds_stats_reg *reg, uint64_t version,
                                      struct wr_sbuf *errors)
 {
-    size_t len = 0;
-    char *text = read_file(path, &len, errors);
+    return xds_config_load_ex(path, NULL, 0, NULL, reg, version, errors);
+}
+
+struct xds_snapshot *xds_config_load_ex(const char *path, const char *text, size_t len,
+                                        char **text_out, struct xds_stats_reg *reg,
+                                        uint64_t version, struct wr_sbuf *errors)
+{
+    char *owned = NULL;
     const char *slash = strrchr(path, '/');
     char *dir = NULL;
 
-    if (text == NULL)
-        return NULL;
+    if (text == NULL) {
+        owned = read_file(path, &len, errors);
+        if (owned == NULL)
+            return NULL;
+        text = owned;
+    }
     if (slash != NULL)
         dir = wr_xstrndup(path, (size_t)(slash - path)); /* "" for "/weir.json": "" + "/" + p */
     struct xds_snapshot *s = parse(text, len, path, dir, reg, version, errors);
     free(dir);
-    free(text);
+    if (s != NULL && text_out != NULL && owned != NULL) {
+        *text_out = owned;
+        owned = NULL;
+    }
+    free(owned);
     return s;
+}
+
+int xds_rollout_set_weight(struct xds_snapshot *s, const char *name, uint32_t green_weight)
+{
+    const struct xds_rollout *found = xds_rollout_find(s, name);
+
+    if (found == NULL || green_weight > 100)
+        return WR_EINVAL;
+    struct xds_rollout *ro = &s->rollouts[found->idx];
+    ro->green_weight = green_weight;
+    for (uint32_t i = 0; i < s->n_routes; i++) {
+        struct xds_route *rt = &s->routes[i];
+        if (rt->action != XDS_ACT_ROLLOUT || rt->rollout != ro || rt->n_wc < 2)
+            continue;
+        rt->wc[0].weight = 100 - green_weight;
+        rt->wc[1].weight = green_weight;
+        rt->wc_total = 100;
+    }
+    return 0;
 }

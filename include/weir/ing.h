@@ -7,6 +7,7 @@
 #define WEIR_ING_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <weir/xds.h>
 
@@ -33,6 +34,11 @@ struct ing_admin_hooks {
     /* The snapshot the workers serve (borrowed; valid during the call). */
     struct xds_snapshot *(*snapshot)(void *arg);
     enum ing_state (*state)(void *arg);
+    /* Sets rollout <name>'s green weight (0-100) by publishing a new snapshot. Returns the new
+     * snapshot version (> 0), 0 when there is no such rollout, -1 with *err on failure. */
+    int64_t (*set_rollout)(void *arg, const char *name, unsigned green_weight, const char **err);
+    /* The lowest snapshot version all workers serve (answer a change once it reached them). */
+    uint64_t (*served_version)(void *arg);
     void *arg;
 };
 

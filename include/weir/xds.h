@@ -41,7 +41,7 @@ static inline uint64_t xds_ctr_get(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-/* Endpoint health flags (0 = healthy and serving). Written by health/ (later), read by LBs. */
+/* Endpoint health flags (0 = healthy and serving). Written by health/, read by LBs. */
 #define XDS_EPF_UNHEALTHY 0x1u /* failed active health checks */
 #define XDS_EPF_EJECTED   0x2u /* ejected by outlier detection */
 #define XDS_EPF_DRAINING  0x4u /* removed or draining: no new requests */
@@ -54,16 +54,43 @@ struct xds_ep_wstate {
     _Atomic uint64_t connect_failures;
     struct wr_list idle; /* this worker's idle pooled upstream connections (ingress/) */
     uint32_t n_idle;
+    /* Outlier detection streaks of this worker (health/ hc_outlier_report()): plain words,
+     * nobody else reads or writes them. od_epoch is the copy of xds_ep_state.od_epoch they
+     * were counted under; a different value there means "start counting again". */
+    uint32_t od_5xx, od_gw, od_epoch;
 } __attribute__((aligned(64)));
+
+struct xds_ep_state;
+
+/* How a worker hands an endpoint that crossed an outlier threshold over to health/ on the
+ * control thread without a lock: a lock-free stack of entries linked through od_next (pushed
+ * by workers, taken whole by the control thread), and a wake-up that health/ implements with
+ * uv_async_send(). Owned by health/ (struct hc_manager). */
+struct xds_ep_sink {
+    _Atomic(struct xds_ep_state *) head;
+    void (*wake)(struct xds_ep_sink *sink);
+};
 
 /* State of one endpoint, keyed by "cluster|address"; refcounted (the registry, every snapshot
  * that links it, and every pooled upstream connection to it hold a reference). */
 struct xds_ep_state {
     _Atomic uint32_t refs;
     _Atomic uint32_t flags; /* XDS_EPF_* */
+    /* Outlier detection, written by health/ on the control thread and read by the workers:
+     * thresholds (0 = detection off), the streak epoch (bumped at each ejection and
+     * un-ejection so that streaks counted before do not count after), the suspect bits
+     * (HC_SUSPECT_*) a worker sets before pushing the entry to od_sink. */
+    _Atomic uint32_t od_5xx_max, od_gw_max;
+    _Atomic uint32_t od_epoch;
+    _Atomic uint32_t od_suspect;
     char *key;
     unsigned nworkers;
-    struct xds_ep_wstate w[]; /* nworkers entries */
+    _Atomic(struct xds_ep_state *) od_next; /* link in od_sink->head while suspect */
+    _Atomic(struct xds_ep_sink *) od_sink;  /* NULL: nobody listens (no health manager) */
+    /* Counters written by the control thread only (health/), read by the admin API. */
+    _Atomic uint64_t hc_ok, hc_fail; /* active health checks passed / failed */
+    _Atomic uint64_t od_ejections;   /* outlier ejections */
+    struct xds_ep_wstate w[];        /* nworkers entries */
 };
 
 /* A block of <ncounters> counters per worker, keyed by "<kind>|<key>"; refcounted like
@@ -377,6 +404,18 @@ struct xds_snapshot {
  * resolves to the number of online CPUs. */
 struct xds_snapshot *xds_config_load(const char *path, struct xds_stats_reg *reg, uint64_t version,
                                      struct wr_sbuf *errors);
+
+/* Like xds_config_load(), but parses <text> (when not NULL) as if it were the content of <path>
+ * (relative paths resolve against its folder). When <text> is NULL the file is read, and on
+ * success its text is handed to *text_out (if not NULL; the caller frees it). */
+struct xds_snapshot *xds_config_load_ex(const char *path, const char *text, size_t len,
+                                        char **text_out, struct xds_stats_reg *reg,
+                                        uint64_t version, struct wr_sbuf *errors);
+
+/* Sets the green weight of rollout <name> in <s>, which must not be published yet (it is the
+ * only write to a snapshot after its build). Returns 0, or WR_EINVAL for an unknown name or a
+ * weight over 100. */
+int xds_rollout_set_weight(struct xds_snapshot *s, const char *name, uint32_t green_weight);
 
 /* Same, from a JSON text in memory; <name> is used in error messages. */
 struct xds_snapshot *xds_config_parse(const char *text, size_t len, const char *name,
