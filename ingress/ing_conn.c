@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "ing_priv.h"
 
 static void conn_process(struct ing_conn *c);
@@ -55,6 +57,7 @@ static void on_conn_closed(uv_handle_t *h)
     struct ing_worker *w = c->w;
 
     ing__buf_release(w, &c->in);
+    ing__h2_free(c);
     ing__tls_free(c);
     free(c);
     w->n_conns--;
@@ -70,6 +73,7 @@ void ing__conn_close(struct ing_conn *c)
     c->state = ING_C_CLOSING;
     if (c->req != NULL)
         req_abort(c->req);
+    ing__h2_close_streams(c);
     ing__tq_del(&c->tn);
     wr_list_remove(&c->link);
     if (c->lst->stats != NULL) {
@@ -208,8 +212,8 @@ void ing__conn_input(struct ing_conn *c)
 }
 
 /* Writes to the client, through TLS when the connection has it (see ing__send). */
-static int conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                     uv_write_cb cb)
+int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
+                   uv_write_cb cb)
 {
     if (c->tls != NULL)
         return ing__tls_write(c, req, bufs, n, cb);
@@ -255,7 +259,7 @@ static void client_write(struct ing_req *r, uv_buf_t *bufs, unsigned n, uint32_t
     for (unsigned i = 0; i < n; i++)
         r->bytes_out += bufs[i].len;
     r->cl_wr_len = consumed;
-    int rc = conn_send(c, &r->cl_wr, bufs, n, on_client_written);
+    int rc = ing__conn_send(c, &r->cl_wr, bufs, n, on_client_written);
     if (rc < 0) {
         ing__conn_close(c);
         return;
@@ -288,6 +292,15 @@ static void req_error(struct ing_req *r, int status, bool close)
     if (r->up != NULL) {
         ing__up_release(r->up, false);
         r->up = NULL;
+    }
+    if (r->h2 != NULL) {
+        r->status = (uint16_t)status;
+        r->resp_started = 1;
+        r->canned = canned[i].reason;
+        r->canned_len = (uint32_t)strlen(canned[i].reason);
+        if (ing__h2_respond(r, canned[i].status, NULL, r->msg.method_id != ING_H1_M_HEAD) != 0)
+            req_abort(r);
+        return;
     }
     if (!r->req_done)
         close = true;
@@ -332,6 +345,10 @@ static void req_abort(struct ing_req *r)
 {
     struct ing_conn *c = r->c;
 
+    if (r->h2 != NULL || (c != NULL && c->h2 != NULL)) {
+        ing__req_abort_h2(r);
+        return;
+    }
     if (r->up != NULL) {
         struct ing_up *u = r->up;
         r->up = NULL;
@@ -643,6 +660,16 @@ static void send_redirect(struct ing_req *r, struct wr_str host)
     char portbuf[16] = "";
     if (port != 443)
         snprintf(portbuf, sizeof(portbuf), ":%u", port);
+    if (r->h2 != NULL) {
+        snprintf(b->base, b->cap, "https://%.*s%s%.*s%s%.*s", (int)hl, host.p, portbuf,
+                 (int)m->path.len, m->path.p, m->query.p ? "?" : "", (int)m->query.len,
+                 m->query.p ? m->query.p : "");
+        r->status = 308;
+        r->resp_started = 1;
+        if (ing__h2_respond(r, 308, b->base, false) != 0)
+            req_abort(r);
+        return;
+    }
     int n = snprintf(b->base, b->cap,
                      "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://%.*s%s%.*s%s%.*s\r\n"
                      "Content-Length: 0\r\n%s\r\n",
@@ -676,22 +703,13 @@ static void req_dispatch(struct ing_req *r)
     ing__up_acquire(r, ep);
 }
 
-static void start_request(struct ing_conn *c, struct ing_req *r)
+/* Routes the request whose head is complete and sends it on its way (both HTTP versions). */
+static void req_route(struct ing_req *r)
 {
-    struct ing_worker *w = c->w;
+    struct ing_conn *c = r->c;
     struct ing_h1_msg *m = &r->msg;
     struct wr_str host = (m->flags & ING_H1_F_ABSOLUTE_FORM) ? m->authority : m->host;
 
-    ing__tq_del(&c->tn);
-    c->state = ING_C_PROXY;
-    c->nreqs++;
-    r->sr = ing__snap_pin(w);
-    r->body_off = c->in.off + m->head_len;
-    r->reqb.kind = m->body;
-    r->reqb.remaining = m->content_length;
-    r->req_done = m->body == ING_H1_BODY_NONE ||
-                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
-    r->client_keep = (m->flags & ING_H1_F_KEEP_ALIVE) && !c->close_after && !w->draining;
     if (host.p == NULL)
         host = WR_STR_LIT("");
     const struct xds_snapshot *s = r->sr->snap;
@@ -717,7 +735,7 @@ static void start_request(struct ing_conn *c, struct ing_req *r)
         req_error(r, 500, true);
         return;
     }
-    if ((m->flags & ING_H1_F_EXPECT_CONTINUE) && !r->req_done && m->minor == 1) {
+    if (r->h2 == NULL && (m->flags & ING_H1_F_EXPECT_CONTINUE) && !r->req_done && m->minor == 1) {
         /* Like nginx: we answer 100 ourselves as soon as we are ready to read the body, and
          * do not forward Expect, so an upstream that ignores it cannot stall the client. */
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -731,12 +749,96 @@ static void start_request(struct ing_conn *c, struct ing_req *r)
     req_dispatch(r);
 }
 
+static void start_request(struct ing_conn *c, struct ing_req *r)
+{
+    struct ing_worker *w = c->w;
+    struct ing_h1_msg *m = &r->msg;
+
+    ing__tq_del(&c->tn);
+    c->state = ING_C_PROXY;
+    c->nreqs++;
+    r->sr = ing__snap_pin(w);
+    r->body_off = c->in.off + m->head_len;
+    r->reqb.kind = m->body;
+    r->reqb.remaining = m->content_length;
+    r->req_done = m->body == ING_H1_BODY_NONE ||
+                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->client_keep = (m->flags & ING_H1_F_KEEP_ALIVE) && !c->close_after && !w->draining;
+    req_route(r);
+}
+
+/* An HTTP/2 stream's head is complete (ing_h2.c); <status> != 0 answers it at once. */
+void ing__req_start_h2(struct ing_req *r, int status)
+{
+    struct ing_h1_msg *m = &r->msg;
+
+    r->c->nreqs++;
+    r->sr = ing__snap_pin(r->sr_worker);
+    r->reqb.kind = m->body;
+    r->reqb.remaining = m->content_length;
+    r->req_done = m->body == ING_H1_BODY_NONE ||
+                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->client_keep = 1;
+    if (status != 0) {
+        req_error(r, status, false);
+        return;
+    }
+    req_route(r);
+}
+
+/* More request body (or its end) arrived on an HTTP/2 stream. */
+void ing__req_body_more(struct ing_req *r)
+{
+    if (r->route != NULL && r->route->max_body_bytes > 0 &&
+        r->h2_body_total > r->route->max_body_bytes && !r->req_done) {
+        if (!r->resp_started)
+            req_error(r, 413, false);
+        else
+            req_abort(r);
+        return;
+    }
+    req_forward_body(r);
+}
+
 /* ---- the request head ---- */
+
+/* The HTTP/2 connection preface (RFC 9113 §3.4) on an "h2c" listener: prior knowledge. */
+static int h2c_preface(struct ing_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    size_t avail = c->in.len - c->in.off, n = WR_MIN(avail, sizeof(preface) - 1);
+
+    if (memcmp(c->in.base + c->in.off, preface, n) != 0)
+        return 0; /* HTTP/1.1 */
+    if (n < sizeof(preface) - 1)
+        return -1; /* wait for the rest */
+    return 1;
+}
 
 static void conn_process(struct ing_conn *c)
 {
     struct ing_worker *w = c->w;
 
+    if (c->h2 != NULL) {
+        ing__h2_input(c);
+        return;
+    }
+    if (c->lst->h2c && c->nreqs == 0 && c->req == NULL && c->in.len > c->in.off) {
+        int p = h2c_preface(c);
+        if (p < 0) {
+            if (c->eof)
+                ing__conn_close(c);
+            return;
+        }
+        if (p > 0) {
+            if (ing__h2_start(c) != 0) {
+                ing__conn_close(c);
+                return;
+            }
+            ing__h2_input(c);
+            return;
+        }
+    }
     while (!c->closing) {
         struct ing_req *r = c->req;
         if (r != NULL && c->state == ING_C_PROXY) {
@@ -840,17 +942,58 @@ static void conn_process(struct ing_conn *c)
 
 static void on_upstream_written(uv_write_t *wr, int status);
 
+/* The body of an HTTP/2 stream, for the HTTP/1.1 upstream: fixed length as it is, unknown
+ * length re-framed as chunked. Fills bufs[*n...] and returns the source bytes taken. */
+static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
+{
+    static char crlf_end[] = "\r\n0\r\n\r\n";
+    struct ing_buf *b = &r->h2body;
+    uint32_t avail = b->base ? b->len - b->off : 0, body = 0;
+
+    if (r->req_done)
+        return 0;
+    if (r->reqb.kind == ING_H1_BODY_LENGTH) {
+        body = (uint32_t)WR_MIN((uint64_t)avail, r->reqb.remaining);
+        r->reqb.remaining -= body;
+        if (r->reqb.remaining == 0)
+            r->req_done = 1;
+        if (body > 0)
+            bufs[(*n)++] = uv_buf_init(b->base + b->off, body);
+        return body;
+    }
+    /* chunked: "<hex>\r\n" data "\r\n", and "0\r\n\r\n" once the client ended the stream */
+    bool end = r->h2_end_stream;
+    if (avail > 0) {
+        int hl = snprintf(r->chunk_hdr, sizeof(r->chunk_hdr), "%x\r\n", avail);
+        bufs[(*n)++] = uv_buf_init(r->chunk_hdr, (unsigned)hl);
+        bufs[(*n)++] = uv_buf_init(b->base + b->off, avail);
+        bufs[(*n)++] = uv_buf_init(crlf_end, end ? sizeof(crlf_end) - 1 : 2);
+        body = avail;
+    } else if (end) {
+        bufs[(*n)++] = uv_buf_init(crlf_end + 2, sizeof(crlf_end) - 3);
+    }
+    if (end)
+        r->req_done = 1;
+    return body;
+}
+
 /* Sends what is buffered of the request (head first) to the upstream, respecting framing. */
 static void req_forward_body(struct ing_req *r)
 {
     struct ing_conn *c = r->c;
 
     while (r->up != NULL && r->up->state == ING_U_ACTIVE && !r->up_writing && c != NULL) {
-        uv_buf_t bufs[2];
+        uv_buf_t bufs[5];
         unsigned n = 0;
         uint32_t body = 0;
         if (!r->head_sent) {
             bufs[n++] = uv_buf_init(r->head_out.base, r->head_out.len);
+        }
+        if (r->h2 != NULL) {
+            body = h2_body_slice(r, bufs, &n);
+            if (n == 0)
+                return;
+            goto send;
         }
         uint32_t avail = c->in.len - r->body_off;
         if (c->state == ING_C_TUNNEL) {
@@ -891,6 +1034,7 @@ static void req_forward_body(struct ing_req *r)
                 client_read_start(c);
             return;
         }
+    send:
         r->up_wr_len = body;
         int rc = ing__up_write(r->up, bufs, n);
         if (rc < 0) {
@@ -899,7 +1043,8 @@ static void req_forward_body(struct ing_req *r)
         }
         if (rc == 0) {
             r->up_writing = 1;
-            client_read_stop(c);
+            if (r->h2 == NULL)
+                client_read_stop(c);
             return;
         }
         ing__req_upstream_written(r);
@@ -917,6 +1062,15 @@ void ing__req_upstream_written(struct ing_req *r)
     /* Upload progress counts as activity: the response timeout is an inactivity timeout. */
     if (r->up != NULL && !r->resp_started && c->state != ING_C_TUNNEL)
         ing__tq_add(r->sr_worker, &r->up->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    if (r->h2 != NULL) {
+        uint32_t n = r->up_wr_len;
+        r->up_wr_len = 0;
+        r->h2body.off += n;
+        if (r->h2body.off == r->h2body.len)
+            r->h2body.off = r->h2body.len = 0;
+        ing__h2_consumed(r, n);
+        return;
+    }
     if (r->up_wr_len > 0) {
         uint32_t end = r->body_off + r->up_wr_len;
         uint32_t rest = c->in.len - end;
@@ -1132,6 +1286,12 @@ static int parse_response_head(struct ing_req *r)
         r->upstream_keep = (r->rmsg.flags & ING_H1_F_KEEP_ALIVE) && r->rmsg.body != ING_H1_BODY_EOF;
         if (r->rmsg.body == ING_H1_BODY_EOF || r->rmsg.status == 101)
             r->client_keep = 0;
+        if (r->h2 != NULL) {
+            r->dechunk = r->rmsg.body == ING_H1_BODY_CHUNKED; /* HTTP/2 has no chunks */
+            r->resp_started = 1;
+            r->t_up_done_ns = wr_mono_ns();
+            return 1;
+        }
         if (r->rmsg.body == ING_H1_BODY_CHUNKED && r->msg.minor == 0) {
             r->dechunk = 1;
             r->client_keep = 0;
@@ -1158,8 +1318,25 @@ static void dechunk_cb(void *arg, const char *data, size_t len)
 }
 
 /* Moves as much of the response as possible from the upstream buffer to the client. */
+static void response_data_h2(struct ing_req *r)
+{
+    if (!r->resp_started) {
+        if (parse_response_head(r) <= 0)
+            return;
+        if (ing__h2_respond(r, 0, NULL, !r->respb.done) != 0)
+            req_abort(r);
+        return;
+    }
+    ing__h2_resume(r);
+}
+
 void ing__req_response_data(struct ing_req *r)
 {
+    if (r->h2 != NULL) {
+        if (r->up != NULL)
+            response_data_h2(r);
+        return;
+    }
     while (r->up != NULL && !r->cl_writing && r->c != NULL) {
         struct ing_up *u = r->up;
         if (!r->resp_started) {
@@ -1356,6 +1533,128 @@ void ing__conn_timeout(struct ing_conn *c, uint8_t kind)
 void ing__conn_drain(struct ing_conn *c)
 {
     c->close_after = 1;
+    if (c->h2 != NULL) {
+        ing__h2_drain(c);
+        return;
+    }
     if (c->state == ING_C_IDLE && c->req == NULL)
         ing__conn_close(c);
+}
+
+/* ---- HTTP/2 streams: the end of a request ---- */
+
+struct take_ctx {
+    char *out;
+};
+
+static void take_cb(void *arg, const char *data, size_t len)
+{
+    struct take_ctx *t = arg;
+
+    memcpy(t->out, data, len);
+    t->out += len;
+}
+
+/* Copies up to <max> response body bytes into <dst> for nghttp2's data provider: the canned
+ * body of an error of ours, or the upstream's body with its HTTP/1.1 framing removed. Sets
+ * *eof at the end of the body; returns -1 when the upstream body was cut short or malformed. */
+long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
+{
+    if (r->canned != NULL) {
+        size_t n = WR_MIN(max, (size_t)(r->canned_len - r->canned_off));
+        memcpy(dst, r->canned + r->canned_off, n);
+        r->canned_off += (uint32_t)n;
+        *eof = r->canned_off == r->canned_len;
+        return (long)n;
+    }
+    struct ing_up *u = r->up;
+    if (u == NULL)
+        return -1;
+    long sent = 0;
+    while (!r->respb.done) {
+        uint32_t avail = u->in.len - u->in.off;
+        uint32_t in = (uint32_t)WR_MIN((size_t)avail, max - (size_t)sent);
+        char *start = u->in.base + u->in.off;
+        uint32_t take = 0, n = 0;
+        if (in == 0)
+            break;
+        switch (r->respb.kind) {
+        case ING_H1_BODY_LENGTH:
+            take = n = (uint32_t)WR_MIN((uint64_t)in, r->respb.remaining);
+            memcpy(dst + sent, start, n);
+            r->respb.remaining -= take;
+            r->respb.done = r->respb.remaining == 0;
+            break;
+        case ING_H1_BODY_CHUNKED: {
+            struct take_ctx t = {dst + sent};
+            long k = ing_h1_chunked_scan(&r->respb.ck, start, in, take_cb, &t);
+            if (k < 0) {
+                count_failure(r);
+                return -1;
+            }
+            take = (uint32_t)k;
+            n = (uint32_t)(t.out - (dst + sent));
+            r->respb.done = r->respb.ck.done;
+            break;
+        }
+        default:
+            take = n = in;
+            memcpy(dst + sent, start, n);
+            break;
+        }
+        u->in.off += take;
+        sent += n;
+        if (take == 0 || (size_t)sent == max)
+            break;
+    }
+    if (u->in.off == u->in.len)
+        u->in.off = u->in.len = 0;
+    if (r->respb.kind == ING_H1_BODY_EOF && u->eof && u->in.off == u->in.len)
+        r->respb.done = 1;
+    if (r->respb.done) {
+        *eof = true;
+        return sent;
+    }
+    if (sent == 0 && u->eof) {
+        count_failure(r); /* the upstream closed before the body was complete */
+        return -1;
+    }
+    ing__tq_add(r->sr_worker, &u->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    ing__up_read_start(u); /* there is room again */
+    return sent;
+}
+
+/* The last frame of the stream's response went out. */
+void ing__req_finish_h2(struct ing_req *r)
+{
+    struct ing_worker *w = r->sr_worker;
+
+    account(r);
+    if (r->sr->snap->access_log != NULL)
+        ing__log_request(w, r);
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        bool keep = r->upstream_keep && r->req_done && r->respb.done && u->in.off == u->in.len;
+        r->up = NULL;
+        ing__up_release(u, keep);
+    }
+    if (!r->h2_end_stream && !r->h2_closed)
+        ing__h2_reset(r, NGHTTP2_NO_ERROR); /* answered: the rest of the body is not needed */
+    else
+        ing__h2_detach(r);
+    r->c = NULL;
+    req_try_free(r);
+}
+
+void ing__req_abort_h2(struct ing_req *r)
+{
+    if (r->up != NULL) {
+        struct ing_up *u = r->up;
+        r->up = NULL;
+        ing__up_release(u, false);
+    }
+    if (r->h2 != NULL)
+        ing__h2_reset(r, NGHTTP2_INTERNAL_ERROR);
+    r->c = NULL;
+    req_try_free(r);
 }

@@ -72,6 +72,7 @@ struct ing_listener {
     char *name;
     char *address;
     bool is_tls;
+    bool h2c; /* HTTP/2 with prior knowledge accepted */
     bool closing;
     void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
     struct xds_counters *stats; /* ref held */
@@ -93,6 +94,7 @@ enum ing_conn_state {
     ING_C_HEAD,        /* reading a request head */
     ING_C_PROXY,       /* a request is being proxied */
     ING_C_TUNNEL,      /* after 101: bytes both ways */
+    ING_C_H2,          /* an HTTP/2 connection: requests are its streams */
     ING_C_CLOSING,
 };
 
@@ -104,6 +106,7 @@ struct ing_conn {
     struct ing_listener *lst;
     struct ing_req *req;
     struct ing_tls *tls; /* NULL on a plain connection */
+    struct ing_h2conn *h2; /* HTTP/2 session, NULL for HTTP/1.1 */
     struct ing_buf in;   /* plaintext */
     struct ing_tnode tn;
     struct wr_list link; /* w->conns */
@@ -166,6 +169,20 @@ struct ing_req {
     int wc_idx;  /* index in route->wc */
     int ep_idx;  /* endpoint index in cluster */
     int colour;  /* rollout colour (0 blue, 1 green), -1 none */
+    /* HTTP/2: the stream this request is (h2 == NULL for HTTP/1.1) */
+    struct ing_h2conn *h2;
+    int32_t stream_id;
+    uint16_t h2_bad;         /* status to answer once the head is complete (431...) */
+    uint8_t h2_end_stream : 1; /* the client finished sending */
+    uint8_t h2_head_done : 1;
+    uint8_t h2_deferred : 1; /* the data provider waits for upstream bytes */
+    uint8_t h2_closed : 1;   /* nghttp2 closed the stream */
+    uint64_t h2_body_total;
+    struct ing_buf h2hdr;  /* copies of the header block */
+    struct ing_buf h2body; /* request body received, not yet forwarded */
+    const char *canned;    /* an answer of our own (HTTP/2 error body) */
+    uint32_t canned_len, canned_off;
+    char chunk_hdr[24]; /* chunk-size line when re-framing an HTTP/2 body for HTTP/1.1 */
     size_t scan; /* head end search progress */
     struct ing_h1_msg msg;
     struct ing_h1_hdr hdrs[ING_MAX_HDRS];
@@ -315,6 +332,28 @@ void ing__req_response_data(struct ing_req *r);
 void ing__req_upstream_written(struct ing_req *r);
 
 void ing__conn_input(struct ing_conn *c);
+int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
+                   uv_write_cb cb);
+void ing__req_start_h2(struct ing_req *r, int status);
+void ing__req_body_more(struct ing_req *r);
+void ing__req_finish_h2(struct ing_req *r);
+void ing__req_abort_h2(struct ing_req *r);
+long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof);
+
+/* ing_h2.c: HTTP/2 on client connections */
+struct ing_h2conn;
+int ing__h2_start(struct ing_conn *c);
+void ing__h2_input(struct ing_conn *c);
+void ing__h2_flush(struct ing_conn *c);
+void ing__h2_drain(struct ing_conn *c);
+void ing__h2_close_streams(struct ing_conn *c);
+void ing__h2_free(struct ing_conn *c);
+bool ing__h2_writing(struct ing_conn *c);
+int ing__h2_respond(struct ing_req *r, int status, const char *location, bool body);
+void ing__h2_resume(struct ing_req *r);
+void ing__h2_consumed(struct ing_req *r, size_t n);
+void ing__h2_reset(struct ing_req *r, uint32_t code);
+void ing__h2_detach(struct ing_req *r);
 
 /* ing_tls.c: TLS on client connections */
 struct ing_tls;

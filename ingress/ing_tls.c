@@ -232,6 +232,8 @@ static int decrypt(struct ing_conn *c)
             return e == SSL_ERROR_WANT_READ && !t->failed ? 0 : -1;
         }
         t->handshake_done = true;
+        if (strcmp(ing__tls_alpn(c), "h2") == 0 && ing__h2_start(c) != 0)
+            return -1;
     }
     for (;;) {
         if (c->in.base == NULL) {

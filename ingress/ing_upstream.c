@@ -50,6 +50,11 @@ static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         u->in.off = u->in.len = 0;
     } else if (u->in.off == u->in.len) {
         u->in.off = u->in.len = 0;
+    } else if (u->in.len == u->in.cap && u->in.off > 0) {
+        /* Only reached when no write references the buffer (reads stop while one does). */
+        memmove(u->in.base, u->in.base + u->in.off, u->in.len - u->in.off);
+        u->in.len -= u->in.off;
+        u->in.off = 0;
     }
     buf->base = u->in.base ? u->in.base + u->in.len : NULL;
     buf->len = u->in.base ? u->in.cap - u->in.len : 0;
@@ -86,6 +91,8 @@ void ing__up_read_start(struct ing_up *u)
         return;
     if (u->in.base != NULL && u->in.len == u->in.cap && u->in.off == 0)
         return; /* full: the client must take some first */
+    if (u->req != NULL && u->req->cl_writing)
+        return; /* its bytes are being written from this buffer */
     if (uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read) == 0)
         u->reading = 1;
 }

@@ -80,6 +80,8 @@ void ing__req_put(struct ing_worker *w, struct ing_req *r)
 {
     ing__buf_release(w, &r->head_out);
     ing__buf_release(w, &r->resp_out);
+    ing__buf_release(w, &r->h2hdr);
+    ing__buf_release(w, &r->h2body);
     if (w->n_free_reqs < ING_POOL_REQS) {
         wr_list_insert_head(&w->free_reqs, &r->link);
         w->n_free_reqs++;
@@ -274,6 +276,7 @@ static int listener_open(struct ing_worker *w, const struct xds_listener *xl)
     l->name = wr_xstrdup(xl->name);
     l->address = wr_xstrdup(xl->address);
     l->is_tls = xl->tls != NULL;
+    l->h2c = xl->h2c;
     listener_set_ctx(l, xl);
     l->stats = xl->stats;
     if (l->stats != NULL)
@@ -323,8 +326,10 @@ static int listeners_sync(struct ing_worker *w, const struct xds_snapshot *s)
             keep = strcmp(s->listeners[i].name, l->name) == 0 &&
                    strcmp(s->listeners[i].address, l->address) == 0 &&
                    (s->listeners[i].tls != NULL) == l->is_tls;
-            if (keep)
+            if (keep) {
                 listener_set_ctx(l, &s->listeners[i]);
+                l->h2c = s->listeners[i].h2c;
+            }
         }
         if (!keep) {
             for (struct wr_list *cn = w->conns.next, *cnx; cn != &w->conns; cn = cnx) {

@@ -305,6 +305,7 @@ void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
     uint32_t total_names = 0;
 
     sni_ex_init();
+    t->h2_enabled = true; /* served by ingress/ing_h2.c */
     if (atomic_load(&ticket_keys) == NULL)
         xds_tls_rotate_ticket_keys();
     sni->t = t;
