@@ -125,6 +125,7 @@ void ing__conn_accept(struct ing_listener *l)
         }
     }
     c->state = ING_C_IDLE;
+    c->proxy_pending = l->proxy_protocol;
     if (w->draining)
         c->close_after = 1;
     if (l->is_tls && (l->ssl_ctx == NULL || ing__tls_new(c, l->ssl_ctx) != 0)) {
@@ -815,10 +816,33 @@ static int h2c_preface(struct ing_conn *c)
     return 1;
 }
 
+/* Consumes the PROXY header at the start of <b>. Returns false when the connection must wait
+ * for more bytes or was closed. */
+bool ing__conn_proxy_header(struct ing_conn *c, struct ing_buf *b)
+{
+    int n = ing__proxyproto_parse(c, b->base + b->off, b->len - b->off);
+
+    if (n < 0) {
+        wr_debug("listener %s: connection without a valid PROXY header", c->lst->name);
+        ing__conn_close(c);
+        return false;
+    }
+    if (n == 0) {
+        if (c->eof)
+            ing__conn_close(c);
+        return false;
+    }
+    b->off += (uint32_t)n;
+    c->proxy_pending = 0;
+    return true;
+}
+
 static void conn_process(struct ing_conn *c)
 {
     struct ing_worker *w = c->w;
 
+    if (c->proxy_pending && (c->in.len == c->in.off || !ing__conn_proxy_header(c, &c->in)))
+        return;
     if (c->h2 != NULL) {
         ing__h2_input(c);
         return;

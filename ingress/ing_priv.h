@@ -73,6 +73,7 @@ struct ing_listener {
     char *address;
     bool is_tls;
     bool h2c; /* HTTP/2 with prior knowledge accepted */
+    bool proxy_protocol; /* connections start with a PROXY header */
     bool closing;
     void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
     struct xds_counters *stats; /* ref held */
@@ -118,6 +119,7 @@ struct ing_conn {
     uint8_t eof : 1;     /* client sent FIN */
     uint8_t closing : 1;
     uint8_t close_after : 1; /* close once the current response is written */
+    uint8_t proxy_pending : 1; /* a PROXY protocol header must come first */
     uint32_t nreqs;
 };
 
@@ -332,6 +334,8 @@ void ing__req_response_data(struct ing_req *r);
 void ing__req_upstream_written(struct ing_req *r);
 
 void ing__conn_input(struct ing_conn *c);
+int ing__proxyproto_parse(struct ing_conn *c, const char *p, size_t len);
+bool ing__conn_proxy_header(struct ing_conn *c, struct ing_buf *b);
 int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
                    uv_write_cb cb);
 void ing__req_start_h2(struct ing_req *r, int status);

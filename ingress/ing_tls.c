@@ -290,6 +290,9 @@ static void pump(struct ing_conn *c)
 void ing__tls_read(struct ing_conn *c, ssize_t nread)
 {
     c->tls->cin.len += (uint32_t)nread;
+    /* The PROXY header precedes the TLS handshake. */
+    if (c->proxy_pending && !ing__conn_proxy_header(c, &c->tls->cin))
+        return;
     pump(c);
 }
 

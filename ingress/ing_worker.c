@@ -277,6 +277,7 @@ static int listener_open(struct ing_worker *w, const struct xds_listener *xl)
     l->address = wr_xstrdup(xl->address);
     l->is_tls = xl->tls != NULL;
     l->h2c = xl->h2c;
+    l->proxy_protocol = xl->proxy_protocol;
     listener_set_ctx(l, xl);
     l->stats = xl->stats;
     if (l->stats != NULL)
@@ -329,6 +330,7 @@ static int listeners_sync(struct ing_worker *w, const struct xds_snapshot *s)
             if (keep) {
                 listener_set_ctx(l, &s->listeners[i]);
                 l->h2c = s->listeners[i].h2c;
+                l->proxy_protocol = s->listeners[i].proxy_protocol;
             }
         }
         if (!keep) {
