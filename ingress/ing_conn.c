@@ -58,7 +58,7 @@ static void on_conn_closed(uv_handle_t *h)
 
     ing__buf_release(w, &c->in);
     ing__h2_free(c);
-    ing__tls_free(c);
+    ing__tls_free(c->tls);
     free(c);
     w->n_conns--;
     ing__worker_maybe_exit(w);
@@ -81,9 +81,42 @@ void ing__conn_close(struct ing_conn *c)
         xds_ctr_add(&k[0], (uint64_t)-1);
     }
     if (c->tls != NULL)
-        ing__tls_shutdown(c);
+        ing__tls_shutdown(c->tls);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
+
+/* ---- TLS callbacks of a client connection ---- */
+
+static void conn_tls_input(void *owner, long n)
+{
+    struct ing_conn *c = owner;
+
+    if (n == -2)
+        c->eof = 1;
+    if (n > 0 && c->req != NULL)
+        c->req->bytes_in += (uint64_t)n;
+    if (n == 0 && c->in.base != NULL && c->in.len == c->in.off && c->req == NULL &&
+        c->state == ING_C_IDLE) {
+        ing__buf_release(c->w, &c->in); /* keep idle connections bufferless */
+        return;
+    }
+    if (n != 0)
+        conn_process(c);
+}
+
+static void conn_tls_fail(void *owner)
+{
+    ing__conn_close(owner);
+}
+
+static int conn_tls_handshake(void *owner)
+{
+    struct ing_conn *c = owner;
+
+    return ing__tls_alpn_h2(c->tls) ? ing__h2_start(c) : 0;
+}
+
+static const struct ing_tls_ops conn_tls_ops = {conn_tls_input, conn_tls_fail, conn_tls_handshake};
 
 void ing__conn_accept(struct ing_listener *l)
 {
@@ -128,7 +161,9 @@ void ing__conn_accept(struct ing_listener *l)
     c->proxy_pending = l->proxy_protocol;
     if (w->draining)
         c->close_after = 1;
-    if (l->is_tls && (l->ssl_ctx == NULL || ing__tls_new(c, l->ssl_ctx) != 0)) {
+    if (l->is_tls && (l->ssl_ctx == NULL ||
+                      (c->tls = ing__tls_new(l->ssl_ctx, true, NULL, w, (uv_stream_t *)&c->tcp,
+                                             &c->in, &conn_tls_ops, c)) == NULL)) {
         wr_warn("listener %s: cannot set up TLS for a connection", l->name);
         ing__conn_close(c);
         return;
@@ -154,7 +189,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
 
     if (c->tls != NULL) {
-        ing__tls_alloc(c, buf);
+        ing__tls_alloc(c->tls, buf);
         return;
     }
     if (c->in.base == NULL) {
@@ -171,7 +206,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct ing_conn *c = WR_CONTAINER_OF(s, struct ing_conn, tcp);
 
     if (nread > 0 && c->tls != NULL) {
-        ing__tls_read(c, nread);
+        struct ing_buf *cin = ing__tls_cin(c->tls);
+        cin->len += (uint32_t)nread;
+        /* The PROXY header precedes the TLS handshake. */
+        if (c->proxy_pending && !ing__conn_proxy_header(c, cin))
+            return;
+        ing__tls_read(c->tls, 0);
         return;
     }
     if (nread > 0) {
@@ -204,7 +244,7 @@ static void client_read_start(struct ing_conn *c)
     if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = 1;
     if (c->tls != NULL)
-        ing__tls_resume(c); /* bytes OpenSSL still holds need no new socket data */
+        ing__tls_resume(c->tls); /* bytes OpenSSL still holds need no new socket data */
 }
 
 void ing__conn_input(struct ing_conn *c)
@@ -217,7 +257,7 @@ int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned
                    uv_write_cb cb)
 {
     if (c->tls != NULL)
-        return ing__tls_write(c, req, bufs, n, cb);
+        return ing__tls_write(c->tls, req, bufs, n, cb);
     return ing__send((uv_stream_t *)&c->tcp, req, bufs, n, cb);
 }
 
@@ -741,7 +781,7 @@ static void req_route(struct ing_req *r)
          * do not forward Expect, so an upstream that ignores it cannot stall the client. */
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
-        if (c->tls != NULL ? ing__tls_write(c, NULL, &b, 1, NULL) < 0
+        if (c->tls != NULL ? ing__tls_write(c->tls, NULL, &b, 1, NULL) < 0
                            : uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != (int)b.len) {
             req_error(r, 400, true); /* a client that cannot take 25 bytes now is not worth it */
             return;

@@ -359,17 +359,26 @@ void ing__h2_consumed(struct ing_req *r, size_t n);
 void ing__h2_reset(struct ing_req *r, uint32_t code);
 void ing__h2_detach(struct ing_req *r);
 
-/* ing_tls.c: TLS on client connections */
+/* ing_tls.c: TLS on client and upstream connections */
 struct ing_tls;
-int ing__tls_new(struct ing_conn *c, void *ssl_ctx);
-void ing__tls_free(struct ing_conn *c);
-void ing__tls_alloc(struct ing_conn *c, uv_buf_t *buf);
-void ing__tls_read(struct ing_conn *c, ssize_t nread);
-void ing__tls_resume(struct ing_conn *c);
-void ing__tls_shutdown(struct ing_conn *c);
-int ing__tls_write(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                   uv_write_cb cb);
-const char *ing__tls_alpn(struct ing_conn *c);
+struct ing_tls_ops {
+    void (*input)(void *owner, long n); /* n plaintext bytes added (0: none), -2: close_notify */
+    void (*fail)(void *owner);          /* fatal TLS or socket error: close */
+    int (*handshake)(void *owner);      /* the handshake completed; < 0 fails the connection */
+};
+struct ing_tls *ing__tls_new(void *ssl_ctx, bool server, const char *sni, struct ing_worker *w,
+                             uv_stream_t *stream, struct ing_buf *plain,
+                             const struct ing_tls_ops *ops, void *owner);
+void ing__tls_free(struct ing_tls *t); /* NULL is a no-op */
+void ing__tls_alloc(struct ing_tls *t, uv_buf_t *buf);
+struct ing_buf *ing__tls_cin(struct ing_tls *t);
+void ing__tls_read(struct ing_tls *t, ssize_t nread);
+void ing__tls_resume(struct ing_tls *t);
+void ing__tls_connect(struct ing_tls *t);
+void ing__tls_shutdown(struct ing_tls *t);
+int ing__tls_write(struct ing_tls *t, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
+bool ing__tls_alpn_h2(struct ing_tls *t);
+void *ing__tls_ssl(struct ing_tls *t);
 
 /* ing_upstream.c */
 void ing__up_acquire(struct ing_req *r, const struct xds_endpoint *ep);

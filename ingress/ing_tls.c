@@ -1,10 +1,11 @@
-/* ingress/ing_tls.c -- TLS on a client connection: OpenSSL over a custom BIO on libuv.
+/* ingress/ing_tls.c -- TLS over libuv streams with OpenSSL and a custom BIO, for client
+ * connections (server side) and upstream connections (client side) alike.
  *
  * Ciphertext read from the socket lands in t->cin; the BIO's read callback hands it to OpenSSL
- * (one copy, into OpenSSL's record buffer), and SSL_read decrypts straight into the
- * connection's plaintext buffer c->in, where the HTTP/1.1 code parses it as it would a plain
- * connection's bytes. Writes encrypt into t->cout, which goes to the socket with uv_try_write and,
- * when the socket is full, one uv_write; ciphertext produced meanwhile waits in t->cnext.
+ * (one copy, into OpenSSL's record buffer), and SSL_read decrypts straight into the owner's
+ * plaintext buffer (*t->plain), where the HTTP code parses it as it would a plain
+ * connection's bytes. Writes encrypt into t->cout, which goes to the socket with uv_try_write
+ * and, when the socket is full, one uv_write; ciphertext produced meanwhile waits in t->cnext.
  *
  * Decrypting more is deferred to an idle callback (the worker's pump queue) whenever it is asked
  * for from inside request processing, so the HTTP code is never re-entered.
@@ -24,7 +25,11 @@
 
 struct ing_tls {
     SSL *ssl;
-    struct ing_conn *c;
+    struct ing_worker *w;
+    uv_stream_t *stream;
+    struct ing_buf *plain; /* where decrypted bytes go (the owner's input buffer) */
+    const struct ing_tls_ops *ops;
+    void *owner;
     struct ing_buf cin;   /* ciphertext received, not yet given to OpenSSL */
     struct ing_buf cout;  /* ciphertext being written */
     struct ing_buf cnext; /* ciphertext produced while cout is being written */
@@ -94,7 +99,7 @@ static int bio_write(BIO *b, const char *data, int len)
     struct ing_buf *dst = t->writing ? &t->cnext : &t->cout;
 
     BIO_clear_retry_flags(b);
-    if (!buf_append(t->c->w, dst, data, (size_t)len)) {
+    if (!buf_append(t->w, dst, data, (size_t)len)) {
         t->failed = true;
         return -1;
     }
@@ -128,14 +133,14 @@ static void flush(struct ing_tls *t);
 static void on_tls_written(uv_write_t *wr, int status)
 {
     struct ing_tls *t = WR_CONTAINER_OF(wr, struct ing_tls, wreq);
-    struct ing_worker *w = t->c->w;
+    struct ing_worker *w = t->w;
 
     t->writing = false;
     ing__buf_release(w, &t->cout);
     if (status < 0) {
         t->failed = true;
         if (status != UV_ECANCELED)
-            ing__conn_close(t->c);
+            t->ops->fail(t->owner);
     } else {
         t->cout = t->cnext;
         memset(&t->cnext, 0, sizeof(t->cnext));
@@ -153,12 +158,12 @@ static void on_tls_written(uv_write_t *wr, int status)
 /* Sends t->cout: synchronously when the socket takes it, else with one uv_write. */
 static void flush(struct ing_tls *t)
 {
-    struct ing_worker *w = t->c->w;
+    struct ing_worker *w = t->w;
 
     if (t->writing || t->cout.base == NULL)
         return;
     uv_buf_t b = uv_buf_init(t->cout.base + t->cout.off, t->cout.len - t->cout.off);
-    int rc = ing__send((uv_stream_t *)&t->c->tcp, &t->wreq, &b, 1, on_tls_written);
+    int rc = ing__send(t->stream, &t->wreq, &b, 1, on_tls_written);
     if (rc < 0) {
         t->failed = true;
         ing__buf_release(w, &t->cout);
@@ -171,11 +176,8 @@ static void flush(struct ing_tls *t)
     ing__buf_release(w, &t->cout);
 }
 
-int ing__tls_write(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                   uv_write_cb cb)
+int ing__tls_write(struct ing_tls *t, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
-    struct ing_tls *t = c->tls;
-
     for (unsigned i = 0; i < n; i++) {
         if (bufs[i].len == 0)
             continue;
@@ -197,12 +199,10 @@ int ing__tls_write(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned
 
 /* ---- reading ---- */
 
-void ing__tls_alloc(struct ing_conn *c, uv_buf_t *buf)
+void ing__tls_alloc(struct ing_tls *t, uv_buf_t *buf)
 {
-    struct ing_tls *t = c->tls;
-
     if (t->cin.base == NULL) {
-        t->cin.base = ing__block_get(c->w);
+        t->cin.base = ing__block_get(t->w);
         t->cin.cap = t->cin.base ? ING_BLOCK_SIZE : 0;
         t->cin.off = t->cin.len = 0;
     } else if (t->cin.off == t->cin.len) {
@@ -216,12 +216,17 @@ void ing__tls_alloc(struct ing_conn *c, uv_buf_t *buf)
     buf->len = t->cin.base ? t->cin.cap - t->cin.len : 0;
 }
 
-/* Decrypts what is buffered into c->in. Returns 1 when plaintext was added, 0 when nothing
- * came, -1 when the connection must close (handshake or record error), 2 at close_notify. */
-static int decrypt(struct ing_conn *c)
+struct ing_buf *ing__tls_cin(struct ing_tls *t)
 {
-    struct ing_tls *t = c->tls;
-    int got = 0;
+    return &t->cin;
+}
+
+/* Decrypts what is buffered into *t->plain. Returns the plaintext bytes added (>= 0), -1 when
+ * the connection must close (handshake or record error), -2 at close_notify. */
+static long decrypt(struct ing_tls *t)
+{
+    struct ing_buf *in = t->plain;
+    long got = 0;
 
     if (!t->handshake_done) {
         int rc = SSL_do_handshake(t->ssl);
@@ -232,25 +237,23 @@ static int decrypt(struct ing_conn *c)
             return e == SSL_ERROR_WANT_READ && !t->failed ? 0 : -1;
         }
         t->handshake_done = true;
-        if (strcmp(ing__tls_alpn(c), "h2") == 0 && ing__h2_start(c) != 0)
+        if (t->ops->handshake(t->owner) != 0)
             return -1;
     }
     for (;;) {
-        if (c->in.base == NULL) {
-            c->in.base = ing__block_get(c->w);
-            if (c->in.base == NULL)
+        if (in->base == NULL) {
+            in->base = ing__block_get(t->w);
+            if (in->base == NULL)
                 return -1;
-            c->in.cap = ING_BLOCK_SIZE;
-            c->in.off = c->in.len = 0;
+            in->cap = ING_BLOCK_SIZE;
+            in->off = in->len = 0;
         }
-        if (c->in.len == c->in.cap)
+        if (in->len == in->cap)
             break; /* the HTTP side must consume first */
-        int n = SSL_read(t->ssl, c->in.base + c->in.len, (int)(c->in.cap - c->in.len));
+        int n = SSL_read(t->ssl, in->base + in->len, (int)(in->cap - in->len));
         if (n > 0) {
-            c->in.len += (uint32_t)n;
-            if (c->req != NULL)
-                c->req->bytes_in += (uint64_t)n;
-            got = 1;
+            in->len += (uint32_t)n;
+            got += n;
             continue;
         }
         int e = SSL_get_error(t->ssl, n);
@@ -259,41 +262,31 @@ static int decrypt(struct ing_conn *c)
         if (e == SSL_ERROR_WANT_READ)
             break;
         if (e == SSL_ERROR_ZERO_RETURN)
-            return got ? 1 : 2;
+            return got ? got : -2;
         return -1;
     }
     flush(t);
     return t->failed ? -1 : got;
 }
 
-/* After new ciphertext or freed plaintext space: decrypt and hand the bytes to the HTTP code. */
-static void pump(struct ing_conn *c)
+/* After new ciphertext or freed plaintext space: decrypt and hand the bytes to the owner. */
+static void pump(struct ing_tls *t)
 {
-    struct ing_tls *t = c->tls;
-    int rc = decrypt(c);
+    long rc = decrypt(t);
 
     if (t->cin.base != NULL && t->cin.off == t->cin.len)
-        ing__buf_release(c->w, &t->cin);
-    if (rc < 0) {
-        ing__conn_close(c);
+        ing__buf_release(t->w, &t->cin);
+    if (rc == -1) {
+        t->ops->fail(t->owner);
         return;
     }
-    if (rc == 2)
-        c->eof = 1;
-    if (rc == 0 && c->in.base != NULL && c->in.len == c->in.off && c->req == NULL &&
-        c->state == ING_C_IDLE)
-        ing__buf_release(c->w, &c->in); /* keep idle connections bufferless */
-    if (rc != 0)
-        ing__conn_input(c);
+    t->ops->input(t->owner, rc);
 }
 
-void ing__tls_read(struct ing_conn *c, ssize_t nread)
+void ing__tls_read(struct ing_tls *t, ssize_t nread)
 {
-    c->tls->cin.len += (uint32_t)nread;
-    /* The PROXY header precedes the TLS handshake. */
-    if (c->proxy_pending && !ing__conn_proxy_header(c, &c->tls->cin))
-        return;
-    pump(c);
+    t->cin.len += (uint32_t)nread;
+    pump(t);
 }
 
 /* ---- deferred pumping ---- */
@@ -305,36 +298,39 @@ static void on_pump_idle(uv_idle_t *h)
     while (!wr_list_empty(&w->tls_pumpq)) {
         struct ing_tls *t = WR_CONTAINER_OF(w->tls_pumpq.next, struct ing_tls, pump_link);
         wr_list_remove(&t->pump_link);
-        if (!t->c->closing)
-            pump(t->c);
+        if (!uv_is_closing((uv_handle_t *)t->stream))
+            pump(t);
     }
     uv_idle_stop(h);
 }
 
-/* Called when the HTTP side made room: decrypt what OpenSSL or t->cin still hold. */
-void ing__tls_resume(struct ing_conn *c)
+/* Called when the owner made room: decrypt what OpenSSL or t->cin still hold. */
+void ing__tls_resume(struct ing_tls *t)
 {
-    struct ing_tls *t = c->tls;
-    struct ing_worker *w = c->w;
-
     if ((t->cin.base == NULL || t->cin.off == t->cin.len) && SSL_pending(t->ssl) == 0)
         return;
     if (!wr_list_empty(&t->pump_link))
         return;
-    wr_list_insert_tail(&w->tls_pumpq, &t->pump_link);
-    uv_idle_start(&w->tls_pump, on_pump_idle);
+    wr_list_insert_tail(&t->w->tls_pumpq, &t->pump_link);
+    uv_idle_start(&t->w->tls_pump, on_pump_idle);
 }
 
 /* ---- lifetime ---- */
 
-int ing__tls_new(struct ing_conn *c, void *ssl_ctx)
+struct ing_tls *ing__tls_new(void *ssl_ctx, bool server, const char *sni, struct ing_worker *w,
+                             uv_stream_t *stream, struct ing_buf *plain,
+                             const struct ing_tls_ops *ops, void *owner)
 {
     struct ing_tls *t = calloc(1, sizeof(*t));
 
     pthread_once(&bio_once, bio_method_init);
     if (t == NULL)
-        return -1;
-    t->c = c;
+        return NULL;
+    t->w = w;
+    t->stream = stream;
+    t->plain = plain;
+    t->ops = ops;
+    t->owner = owner;
     wr_list_init(&t->pump_link);
     t->ssl = SSL_new(ssl_ctx);
     BIO *bio = t->ssl ? BIO_new(bio_method) : NULL;
@@ -342,20 +338,32 @@ int ing__tls_new(struct ing_conn *c, void *ssl_ctx)
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
-        return -1;
+        return NULL;
     }
     BIO_set_data(bio, t);
     SSL_set_bio(t->ssl, bio, bio);
-    SSL_set_accept_state(t->ssl);
-    c->tls = t;
-    return 0;
+    if (server) {
+        SSL_set_accept_state(t->ssl);
+    } else {
+        SSL_set_connect_state(t->ssl);
+        if (sni != NULL) {
+            SSL_set_tlsext_host_name(t->ssl, sni);
+            if (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER)
+                SSL_set1_host(t->ssl, sni);
+        }
+    }
+    return t;
+}
+
+/* Client side: sends the ClientHello (the handshake then goes on as bytes arrive). */
+void ing__tls_connect(struct ing_tls *t)
+{
+    pump(t);
 }
 
 /* Sends close_notify if it can without waiting (best effort, before the socket closes). */
-void ing__tls_shutdown(struct ing_conn *c)
+void ing__tls_shutdown(struct ing_tls *t)
 {
-    struct ing_tls *t = c->tls;
-
     if (t == NULL || !t->handshake_done || t->failed || t->writing)
         return;
     if (SSL_shutdown(t->ssl) >= 0)
@@ -363,26 +371,28 @@ void ing__tls_shutdown(struct ing_conn *c)
     ERR_clear_error();
 }
 
-void ing__tls_free(struct ing_conn *c)
+void ing__tls_free(struct ing_tls *t)
 {
-    struct ing_tls *t = c->tls;
-
     if (t == NULL)
         return;
     wr_list_remove(&t->pump_link);
-    ing__buf_release(c->w, &t->cin);
-    ing__buf_release(c->w, &t->cout);
-    ing__buf_release(c->w, &t->cnext);
+    ing__buf_release(t->w, &t->cin);
+    ing__buf_release(t->w, &t->cout);
+    ing__buf_release(t->w, &t->cnext);
     SSL_free(t->ssl);
     free(t);
-    c->tls = NULL;
 }
 
-const char *ing__tls_alpn(struct ing_conn *c)
+bool ing__tls_alpn_h2(struct ing_tls *t)
 {
     const unsigned char *p;
     unsigned int n;
 
-    SSL_get0_alpn_selected(c->tls->ssl, &p, &n);
-    return n == 2 && memcmp(p, "h2", 2) == 0 ? "h2" : "http/1.1";
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    return n == 2 && memcmp(p, "h2", 2) == 0;
+}
+
+void *ing__tls_ssl(struct ing_tls *t)
+{
+    return t->ssl;
 }
