@@ -1167,6 +1167,8 @@ static void on_upstream_written(uv_write_t *wr, int status)
 
 int ing__up_write(struct ing_up *u, uv_buf_t *bufs, unsigned n)
 {
+    if (u->tls != NULL)
+        return ing__tls_write(u->tls, &u->req->up_wr, bufs, n, on_upstream_written);
     return ing__send((uv_stream_t *)&u->tcp, &u->req->up_wr, bufs, n, on_upstream_written);
 }
 

@@ -125,6 +125,7 @@ struct ing_conn {
 
 enum ing_up_state {
     ING_U_CONNECTING = 0,
+    ING_U_HANDSHAKE, /* TCP connected, TLS handshake under way */
     ING_U_ACTIVE,
     ING_U_IDLE,
     ING_U_CLOSING,
@@ -137,7 +138,8 @@ struct ing_up {
     struct ing_worker *w;
     struct ing_req *req;     /* NULL while idle */
     struct xds_ep_state *st; /* reference held for the connection's life */
-    struct ing_buf in;
+    struct ing_tls *tls;     /* TLS to the upstream, NULL for cleartext */
+    struct ing_buf in;       /* plaintext */
     struct ing_tnode tn;
     struct wr_list idle_link; /* st->w[i].idle */
     uint8_t state;            /* enum ing_up_state */

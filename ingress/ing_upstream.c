@@ -13,12 +13,17 @@
 #include "ing_priv.h"
 
 static void up_close(struct ing_up *u);
+static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void count_connect_failure(struct ing_req *r, struct ing_up *u);
+static void up_tls_fail(struct ing_up *u);
 
 static void on_up_closed(uv_handle_t *h)
 {
     struct ing_up *u = WR_CONTAINER_OF(h, struct ing_up, tcp);
 
     ing__buf_release(u->w, &u->in);
+    ing__tls_free(u->tls);
     xds_ep_state_unref(u->st);
     free(u);
 }
@@ -35,6 +40,8 @@ static void up_close(struct ing_up *u)
     u->state = ING_U_CLOSING;
     ing__tq_del(&u->tn);
     wr_list_remove(&u->wlink);
+    if (u->tls != NULL)
+        ing__tls_shutdown(u->tls);
     uv_close((uv_handle_t *)&u->tcp, on_up_closed);
 }
 
@@ -44,6 +51,10 @@ static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct ing_up *u = WR_CONTAINER_OF(h, struct ing_up, tcp);
 
+    if (u->tls != NULL) {
+        ing__tls_alloc(u->tls, buf);
+        return;
+    }
     if (u->in.base == NULL) {
         u->in.base = ing__block_get(u->w);
         u->in.cap = u->in.base ? ING_BLOCK_SIZE : 0;
@@ -66,6 +77,15 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     if (nread == 0)
         return;
+    if (nread > 0 && u->tls != NULL) {
+        ing__tls_cin(u->tls)->len += (uint32_t)nread;
+        ing__tls_read(u->tls, 0); /* decrypts into u->in, then up_tls_input() */
+        return;
+    }
+    if (u->state == ING_U_HANDSHAKE) {
+        up_tls_fail(u); /* closed or reset during the handshake */
+        return;
+    }
     if (u->state != ING_U_ACTIVE || u->req == NULL) {
         /* Idle: data or EOF means the upstream is done with this connection. */
         up_close(u);
@@ -87,6 +107,8 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 void ing__up_read_start(struct ing_up *u)
 {
+    if (u->tls != NULL && !u->closing && u->state == ING_U_ACTIVE)
+        ing__tls_resume(u->tls); /* what OpenSSL holds needs no new socket data */
     if (u->reading || u->eof || u->closing)
         return;
     if (u->in.base != NULL && u->in.len == u->in.cap && u->in.off == 0)
@@ -117,6 +139,70 @@ static void count_connect_failure(struct ing_req *r, struct ing_up *u)
         xds_ctr_add(&xds_counters_w(r->cluster->stats, wi)[XDS_CS_CONNECT_FAILURES], 1);
 }
 
+/* ---- TLS callbacks of an upstream connection ---- */
+
+static void up_tls_fail(struct ing_up *u)
+{
+    struct ing_req *r = u->req;
+
+    if (u->state == ING_U_HANDSHAKE) {
+        wr_warn("upstream %s: TLS handshake failed", r ? r->ep_addr : "?");
+        count_connect_failure(r, u);
+        if (r != NULL) {
+            ing__req_upstream_failed(r, 502, true); /* releases u */
+            return;
+        }
+        up_close(u);
+        return;
+    }
+    if (r == NULL || u->state != ING_U_ACTIVE) {
+        up_close(u);
+        return;
+    }
+    u->eof = 1; /* a TLS error mid-exchange reads as a reset */
+    ing__up_read_stop(u);
+    ing__req_response_data(r);
+}
+
+static void up_tls_input_cb(void *owner, long n)
+{
+    struct ing_up *u = owner;
+
+    if (n == -2)
+        u->eof = 1;
+    if (u->state != ING_U_ACTIVE || u->req == NULL) {
+        if (n != 0)
+            up_close(u); /* data or close_notify on an idle connection */
+        return;
+    }
+    if (u->in.len == u->in.cap)
+        ing__up_read_stop(u);
+    if (n != 0)
+        ing__req_response_data(u->req);
+}
+
+static void up_tls_fail_cb(void *owner)
+{
+    up_tls_fail(owner);
+}
+
+static int up_tls_handshake_cb(void *owner)
+{
+    struct ing_up *u = owner;
+    struct ing_req *r = u->req;
+
+    u->state = ING_U_ACTIVE;
+    ing__tq_del(&u->tn);
+    if (r != NULL) {
+        r->up_used = 1;
+        ing__req_upstream_ready(r);
+    }
+    return 0;
+}
+
+static const struct ing_tls_ops up_tls_ops = {up_tls_input_cb, up_tls_fail_cb,
+                                              up_tls_handshake_cb};
+
 static void on_connect(uv_connect_t *creq, int status)
 {
     struct ing_up *u = WR_CONTAINER_OF(creq, struct ing_up, connect);
@@ -133,8 +219,22 @@ static void on_connect(uv_connect_t *creq, int status)
             up_close(u);
         return;
     }
-    u->state = ING_U_ACTIVE;
     uv_tcp_nodelay(&u->tcp, 1);
+    if (r != NULL && r->cluster->tls.ssl_ctx != NULL) {
+        /* The connect timeout covers the handshake too. */
+        u->tls = ing__tls_new(r->cluster->tls.ssl_ctx, false, r->cluster->tls.sni, u->w,
+                              (uv_stream_t *)&u->tcp, &u->in, &up_tls_ops, u);
+        if (u->tls == NULL) {
+            up_tls_fail(u);
+            return;
+        }
+        u->state = ING_U_HANDSHAKE;
+        if (uv_read_start((uv_stream_t *)&u->tcp, on_up_alloc, on_up_read) == 0)
+            u->reading = 1;
+        ing__tls_connect(u->tls);
+        return;
+    }
+    u->state = ING_U_ACTIVE;
     ing__tq_del(&u->tn);
     if (r != NULL) {
         r->up_used = 1;

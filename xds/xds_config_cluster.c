@@ -178,8 +178,11 @@ static void parse_protocol(struct xds__cfg *c, json_t *o, struct xds_cluster *cl
     /* "h2" is HTTP/2 over TLS: it implies TLS even without a "tls" object. */
     cl->tls.enabled = cl->protocol == XDS_PROTO_H2;
     json_t *t = xds__cfg_obj(c, o, "tls", XDS__NULLABLE, &ok);
-    if (t == NULL)
+    if (t == NULL) {
+        if (cl->tls.enabled)
+            xds__tls_cluster_build(c, cl);
         return;
+    }
     if (cl->protocol == XDS_PROTO_H2C)
         xds__cfg_err(c, "tls", "does not apply to protocol \"h2c\" (cleartext)");
     cl->tls.enabled = true;
@@ -188,6 +191,7 @@ static void parse_protocol(struct xds__cfg *c, json_t *o, struct xds_cluster *cl
     xds__cfg_str(c, t, "sni", XDS__NULLABLE | XDS__NONEMPTY, NULL, &cl->tls.sni);
     xds__cfg_file(c, t, "ca_file", XDS__NULLABLE, true, &cl->tls.ca_file);
     xds__cfg_bool(c, t, "verify", true, &cl->tls.verify);
+    xds__tls_cluster_build(c, cl);
     xds__cfg_leave(c, mark);
 }
 

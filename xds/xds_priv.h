@@ -138,5 +138,8 @@ char *xds__config_json(const struct xds_snapshot *s);
 /* Builds t->ssl_ctx and the SNI table from t->certs; reports errors at the current path. */
 void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t);
 void xds__tls_listener_free(struct xds_listener_tls *t);
+/* Builds cl->tls.ssl_ctx, the client context for TLS to the cluster's endpoints. */
+void xds__tls_cluster_build(struct xds__cfg *c, struct xds_cluster *cl);
+void xds__tls_cluster_free(struct xds_cluster *cl);
 
 #endif /* WEIR_XDS_PRIV_H */

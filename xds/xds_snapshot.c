@@ -182,6 +182,7 @@ static void free_cluster(struct xds_cluster *c)
     free(c->hc.send);
     free(c->hc.expect);
     free(c->hc.service);
+    xds__tls_cluster_free(c);
     free(c->tls.sni);
     free(c->tls.ca_file);
     xds_counters_unref(c->stats);

@@ -384,3 +384,44 @@ void xds__tls_listener_free(struct xds_listener_tls *t)
     t->sni = NULL;
     t->ssl_ctx = NULL;
 }
+
+/* ---- TLS to upstreams ---- */
+
+void xds__tls_cluster_build(struct xds__cfg *c, struct xds_cluster *cl)
+{
+    char eb[256];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL) {
+        xds__cfg_err(c, "tls", "cannot create a TLS context: %s", ssl_error(eb, sizeof(eb)));
+        return;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS);
+    SSL_CTX_set1_groups_list(ctx, TLS_GROUPS);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (cl->tls.verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = cl->tls.ca_file != NULL
+                     ? SSL_CTX_load_verify_locations(ctx, cl->tls.ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1)
+            xds__cfg_err(c, cl->tls.ca_file ? "ca_file" : NULL,
+                         "cannot load CA certificates: %s", ssl_error(eb, sizeof(eb)));
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    static const unsigned char alpn_h1[] = "\x08http/1.1", alpn_h2[] = "\x02h2";
+    if (cl->protocol == XDS_PROTO_H2)
+        SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1);
+    else
+        SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+    cl->tls.ssl_ctx = ctx;
+}
+
+void xds__tls_cluster_free(struct xds_cluster *cl)
+{
+    SSL_CTX_free(cl->tls.ssl_ctx);
+    cl->tls.ssl_ctx = NULL;
+}

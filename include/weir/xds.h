@@ -233,6 +233,7 @@ struct xds_upstream_tls {
     char *sni;
     char *ca_file;
     bool verify;
+    void *ssl_ctx; /* SSL_CTX * (client side), built with the snapshot */
 };
 
 struct xds_cluster {
