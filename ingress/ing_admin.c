@@ -6,6 +6,12 @@
  * connection is only ever reading a request or writing answers, and its whole state is a byte
  * buffer plus a few flags.
  *
+ * The one exception is a rollout change (PUT /rollouts/NAME, .../promote, .../rollback): its
+ * answer promises that every worker already routes with the new weight, so it waits until the
+ * workers report the new snapshot version (see wait_start()). While it waits, the connection
+ * reads nothing more: pipelined requests stay in the buffer or the socket and are answered
+ * after it, in order.
+ *
  * The snapshot to serve is asked from the hooks at each request, so a reload shows at once. The
  * listener itself is bound once, from the snapshot given to ing_admin_start(): a reload that
  * changes admin.address takes effect at the next restart (moving a listening socket under
@@ -13,10 +19,12 @@
  * hand, is read from the current snapshot at each request, so rotating the token file and
  * sending SIGHUP works.
  *
- * Lifetime (libuv handle rules): a connection owns two handles, its socket and its timer. It is
- * closed through conn_close() only, which is idempotent, and its memory is freed in the close
- * callback of the last of them. The ing_admin itself counts every handle it is responsible for
- * (listener, connections, refused sockets) and frees itself when the last one has closed.
+ * Lifetime (libuv handle rules): a connection owns three handles, its socket and two timers. It
+ * is closed through conn_close() only, which is idempotent, and its memory is freed in the close
+ * callback of the last of them; an answer waiting for the workers lives in the connection, so
+ * closing it (or the whole admin) ends the wait too. The ing_admin itself counts every handle
+ * it is responsible for (listener, connections, refused sockets) and frees itself when the last
+ * one has closed.
  */
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -45,6 +53,9 @@
 #define ADMIN_READ_MIN   4096
 #define ADMIN_WQ_HIGH    (256 * 1024) /* unsent answer bytes above which we stop reading */
 #define ADMIN_WQ_LOW     (64 * 1024)
+#define ADMIN_CONFIRM_MS 10000 /* bound on waiting for the workers to serve a rollout change */
+#define ADMIN_POLL_MS    1     /* how often the workers' served version is read meanwhile */
+#define ADMIN_MAX_NAME   256
 
 struct ing_admin {
     uv_loop_t *loop;
@@ -56,10 +67,19 @@ struct ing_admin {
     bool loopback;    /* the listener is bound to a loopback address */
 };
 
+/* A rollout change whose answer waits until the workers serve its snapshot (wait_start()). */
+struct admin_wait {
+    uint64_t version; /* answer once every worker serves this snapshot version */
+    uint64_t since;   /* uv_now() when the wait began */
+    bool keep;        /* keep-alive of the request that waits */
+    char name[ADMIN_MAX_NAME];
+};
+
 struct admin_conn {
     struct ing_admin *a;
     uv_tcp_t tcp;
-    uv_timer_t timer; /* idle timeout, then linger timeout */
+    uv_timer_t timer;   /* idle timeout, then linger timeout */
+    uv_timer_t confirm; /* polls the workers' served version while an answer waits */
     uv_shutdown_t shutdown;
     struct wr_list link;
     char *buf; /* received bytes not yet consumed: the request under way, and any pipelined */
@@ -72,6 +92,8 @@ struct admin_conn {
     bool eof;           /* the peer has shut down its side */
     bool paused;        /* reading stopped until the peer reads our answers */
     bool continue_sent; /* "100 Continue" sent for the request under way */
+    bool waiting;       /* a rollout change waits for the workers (<wait>); reading is stopped */
+    struct admin_wait wait;
 };
 
 struct admin_write {
@@ -113,7 +135,7 @@ static void on_refused_closed(uv_handle_t *h)
     admin_unhold(a);
 }
 
-/* Shared by the connection's two handles, hence h->data. */
+/* Shared by the connection's three handles, hence h->data. */
 static void on_conn_closed(uv_handle_t *h)
 {
     struct admin_conn *c = h->data;
@@ -135,9 +157,10 @@ static void conn_close(struct admin_conn *c)
     c->closed = true;
     wr_list_remove(&c->link);
     c->a->n_conns--;
-    c->pending = 2;
+    c->pending = 3;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->confirm, on_conn_closed);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -292,6 +315,19 @@ static void resp_error(struct admin_resp *r, int status, const char *msg)
     resp_msg(r, status, "error", msg);
 }
 
+static char *dump(json_t *j);
+
+/* {"error": <msg>} for any text: quotes and control characters are escaped. Text that is not
+ * valid UTF-8 (a parser's excerpt of a client's bytes, say) falls back to a generic message. */
+static void resp_error_text(struct admin_resp *r, int status, const char *msg)
+{
+    json_t *j = json_pack("{s:s}", "error", msg);
+
+    if (j == NULL)
+        j = json_pack("{s:s}", "error", "invalid request");
+    resp_json(r, status, dump(j));
+}
+
 /* Answers a request we could not parse or will not read, and closes the connection: the
  * framing of what follows is unknown. */
 static void fail(struct admin_conn *c, int status)
@@ -326,8 +362,9 @@ struct admin_req {
     const struct ing_h1_msg *m;
     struct wr_str body;
     enum admin_route route;
-    char name[256]; /* rollout name, percent-decoded */
+    char name[ADMIN_MAX_NAME]; /* rollout name, percent-decoded */
     struct xds_snapshot *snap;
+    uint64_t defer; /* > 0: a rollout change, to answer once the workers serve this version */
 };
 
 static bool ends_with(struct wr_str s, const char *suffix, size_t n)
@@ -525,21 +562,155 @@ static void handle_ready(struct ing_admin *a, struct admin_resp *r)
         resp_msg(r, 503, "status", st == ING_STATE_DRAINING ? "draining" : "starting");
 }
 
-/* Rollout changes (PUT, promote, rollback) need the control thread's republish path, which
- * lands later; until then the name is still checked so that a typo gets its 404. */
-static void handle_rollout(struct admin_req *q, struct admin_resp *r)
+static const char *json_type_name(const json_t *v)
 {
-    const struct xds_rollout *ro = xds_rollout_find(q->snap, q->name);
-
-    if (ro == NULL)
-        resp_error(r, 404, "no such rollout");
-    else if (q->route == RT_ROLLOUT && q->m->method_id != ING_H1_M_PUT)
-        resp_json(r, 200, dump(rollout_json(ro)));
-    else
-        resp_error(r, 501, "changing rollouts through the admin API is not implemented yet");
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "a number";
+    case JSON_REAL:
+        return "a number with a fraction or exponent";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
 }
 
-static void handle_snapshot_route(struct admin_req *q, struct admin_resp *r)
+/* Checks a parsed PUT body: an object whose only key is "green_weight", an integer 0-100.
+ * Returns the weight, or -1 with *msg set (malloc'd). */
+static int weight_of(json_t *root, char **msg)
+{
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(root)) {
+        *msg = wr_xasprintf("the body must be a JSON object {\"green_weight\": N}, not %s",
+                            json_type_name(root));
+        return -1;
+    }
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "green_weight") != 0) {
+            *msg = wr_xasprintf("unknown key \"%s\": the body takes \"green_weight\" only", key);
+            return -1;
+        }
+    }
+    v = json_object_get(root, "green_weight");
+    if (v == NULL) {
+        *msg = wr_xstrdup("missing \"green_weight\": send {\"green_weight\": N}, N from 0 to 100");
+        return -1;
+    }
+    if (!json_is_integer(v)) {
+        *msg = wr_xasprintf("green_weight must be an integer from 0 to 100, not %s",
+                            json_type_name(v));
+        return -1;
+    }
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || n > 100) {
+        *msg = wr_xasprintf(
+            "green_weight must be an integer from 0 to 100, not %" JSON_INTEGER_FORMAT, n);
+        return -1;
+    }
+    return (int)n;
+}
+
+/* Parses the body of PUT /rollouts/NAME: exactly {"green_weight": N} (INTERFACES.md §3), so
+ * that a typo in the key or a "20" in quotes is an error rather than a silent no-op. Duplicate
+ * keys are refused too: which of them would win is not obvious to the client. Returns the
+ * weight, or -1 with the 400 answer in <r>. */
+static int parse_weight(struct wr_str body, struct admin_resp *r)
+{
+    json_error_t jerr;
+    char *msg = NULL;
+    int weight = -1;
+
+    if (body.len == 0) {
+        resp_error_text(r, 400, "missing body: send {\"green_weight\": N}, N from 0 to 100");
+        return -1;
+    }
+    json_t *root = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (root == NULL)
+        msg = wr_xasprintf("cannot parse the body as JSON: %s (line %d, column %d)", jerr.text,
+                           jerr.line, jerr.column);
+    else
+        weight = weight_of(root, &msg);
+    json_decref(root);
+    if (weight < 0)
+        resp_error_text(r, 400, msg);
+    free(msg);
+    return weight;
+}
+
+/* Asks the control thread to publish a snapshot with rollout <q->name> at <weight>. On success
+ * the answer is deferred (q->defer) until the workers serve it; otherwise <r> gets the error. */
+static void change_rollout(struct ing_admin *a, struct admin_req *q, unsigned weight,
+                           struct admin_resp *r)
+{
+    const char *err = NULL;
+    int64_t v;
+
+    if (a->hooks.set_rollout == NULL) {
+        resp_error(r, 501, "changing rollouts is not available");
+        return;
+    }
+    v = a->hooks.set_rollout(a->hooks.arg, q->name, weight, &err);
+    if (v == 0)
+        resp_error(r, 404, "no such rollout");
+    else if (v < 0)
+        resp_error_text(r, 503, err != NULL ? err : "the rollout could not be changed");
+    else
+        q->defer = (uint64_t)v;
+}
+
+/* GET shows rollout <q->name>; PUT, promote and rollback change its green weight. The name is
+ * checked before the body, so that a typo in it gets its 404 whatever the body. */
+static void handle_rollout(struct ing_admin *a, struct admin_req *q, struct admin_resp *r)
+{
+    const struct xds_rollout *ro = xds_rollout_find(q->snap, q->name);
+    int weight;
+
+    if (ro == NULL) {
+        resp_error(r, 404, "no such rollout");
+        return;
+    }
+    if (q->route == RT_ROLLOUT && q->m->method_id != ING_H1_M_PUT) {
+        resp_json(r, 200, dump(rollout_json(ro)));
+        return;
+    }
+    if (q->route == RT_PROMOTE)
+        weight = 100;
+    else if (q->route == RT_ROLLBACK)
+        weight = 0;
+    else if ((weight = parse_weight(q->body, r)) < 0)
+        return;
+    change_rollout(a, q, (unsigned)weight, r);
+}
+
+/* The answer to a rollout change once the workers serve it: the rollout as GET /rollouts shows
+ * it, from the snapshot now published (which may already be newer than the change, after a
+ * reload), plus that snapshot's version string. */
+static void confirmed_answer(struct ing_admin *a, const char *name, struct admin_resp *r)
+{
+    struct xds_snapshot *s = a->hooks.snapshot(a->hooks.arg);
+    const struct xds_rollout *ro = s != NULL ? xds_rollout_find(s, name) : NULL;
+
+    if (ro == NULL) {
+        resp_error(r, 404, "no such rollout"); /* a reload removed it meanwhile */
+        return;
+    }
+    json_t *o = rollout_json(ro);
+    json_object_set_new(o, "version", json_string(s->version_str));
+    resp_json(r, 200, dump(o));
+}
+
+static void handle_snapshot_route(struct ing_admin *a, struct admin_req *q, struct admin_resp *r)
 {
     switch (q->route) {
     case RT_CONFIG:
@@ -555,7 +726,7 @@ static void handle_snapshot_route(struct admin_req *q, struct admin_resp *r)
         resp_json(r, 200, rollouts_json(q->snap));
         break;
     default:
-        handle_rollout(q, r);
+        handle_rollout(a, q, r);
         break;
     }
 }
@@ -590,7 +761,7 @@ static void handle(struct ing_admin *a, struct admin_req *q, struct admin_resp *
         r->headers = allow;
         resp_error(r, 405, "method not allowed");
     } else {
-        handle_snapshot_route(q, r);
+        handle_snapshot_route(a, q, r);
     }
 }
 
@@ -604,6 +775,62 @@ static void consume(struct admin_conn *c, size_t n)
     c->continue_sent = false;
 }
 
+/* Sends the answer that waited for the workers and reads again: the pipelined requests, or
+ * the peer's FIN after a last answer (see linger()). process() checks the write queue before
+ * it answers, so <c> cannot be paused here. */
+static void wait_finish(struct admin_conn *c, struct admin_resp *r)
+{
+    uv_timer_stop(&c->confirm);
+    c->waiting = false;
+    send_resp(c, r, false, c->wait.keep);
+    if (c->closed)
+        return;
+    arm_timer(c, ADMIN_IDLE_MS);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+        conn_close(c);
+        return;
+    }
+    process(c);
+}
+
+static void on_confirm(uv_timer_t *t)
+{
+    struct admin_conn *c = WR_CONTAINER_OF(t, struct admin_conn, confirm);
+    struct ing_admin *a = c->a;
+    struct admin_resp r = {0};
+
+    if (a->hooks.served_version != NULL &&
+        a->hooks.served_version(a->hooks.arg) < c->wait.version) {
+        if (uv_now(t->loop) - c->wait.since < ADMIN_CONFIRM_MS)
+            return;
+        wr_warn("admin: rollout %s: the workers did not serve version %llu within %d ms",
+                c->wait.name, (unsigned long long)c->wait.version, ADMIN_CONFIRM_MS);
+        resp_error(&r, 503, "workers did not confirm the new version");
+    } else {
+        confirmed_answer(a, c->wait.name, &r);
+    }
+    wait_finish(c, &r);
+}
+
+/* Defers the answer to the rollout change <q> until every worker serves version q->defer,
+ * polling the hook every ADMIN_POLL_MS, for ADMIN_CONFIRM_MS at most. A worker swaps snapshots
+ * between two turns of its own loop, which is a matter of microseconds, so polling costs
+ * little and needs nothing from the workers. The first look happens on the next loop turn, not
+ * here: the caller is still in the middle of process(). Reading stops meanwhile, which keeps
+ * pipelined requests in order and the buffer bounded; the idle timer stops as well, as the
+ * wait has its own bound. */
+static void wait_start(struct admin_conn *c, const struct admin_req *q, bool keep)
+{
+    c->waiting = true;
+    c->wait.version = q->defer;
+    c->wait.since = uv_now(c->a->loop);
+    c->wait.keep = keep;
+    memcpy(c->wait.name, q->name, sizeof(c->wait.name));
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->confirm, on_confirm, 0, ADMIN_POLL_MS);
+}
+
 static void answer(struct admin_conn *c, const struct ing_h1_msg *m)
 {
     struct admin_req q = {.m = m, .body = {c->buf + m->head_len, m->content_length}};
@@ -611,7 +838,10 @@ static void answer(struct admin_conn *c, const struct ing_h1_msg *m)
     bool keep = (m->flags & ING_H1_F_KEEP_ALIVE) && !(m->flags & ING_H1_F_CONN_CLOSE);
 
     handle(c->a, &q, &r);
-    send_resp(c, &r, m->method_id == ING_H1_M_HEAD, keep);
+    if (q.defer > 0)
+        wait_start(c, &q, keep);
+    else
+        send_resp(c, &r, m->method_id == ING_H1_M_HEAD, keep);
 }
 
 /* Looks at the head of the request under way. Returns the bytes it spans with its body when
@@ -645,10 +875,11 @@ static long frame(struct admin_conn *c, struct ing_h1_msg *m)
 }
 
 /* Answers every complete request in the buffer, in order, until one is incomplete, the
- * connection closes, or the peer must read what we wrote first. */
+ * connection closes, an answer waits for the workers, or the peer must read what we wrote
+ * first. */
 static void process(struct admin_conn *c)
 {
-    while (!c->closed && !c->last_queued && c->len > 0) {
+    while (!c->closed && !c->last_queued && !c->waiting && c->len > 0) {
         if (c->tcp.write_queue_size > ADMIN_WQ_HIGH) {
             c->paused = true;
             uv_read_stop((uv_stream_t *)&c->tcp);
@@ -663,7 +894,8 @@ static void process(struct admin_conn *c)
         if (c->closed || c->last_queued)
             return;
         consume(c, (size_t)n);
-        arm_timer(c, ADMIN_IDLE_MS);
+        if (!c->waiting)
+            arm_timer(c, ADMIN_IDLE_MS);
     }
 }
 
@@ -740,7 +972,8 @@ static void on_connection(uv_stream_t *server, int status)
     c->a = a;
     uv_tcp_init(a->loop, &c->tcp);
     uv_timer_init(a->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
+    uv_timer_init(a->loop, &c->confirm);
+    c->tcp.data = c->timer.data = c->confirm.data = c;
     wr_list_insert_tail(&a->conns, &c->link);
     a->n_conns++;
     a->handles++;

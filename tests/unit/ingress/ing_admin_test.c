@@ -6,11 +6,13 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -364,6 +366,20 @@ struct fixture {
     void (*after)(struct fixture *f); /* optional: on the test thread, after the loop closed */
     struct conn *left_open[2];
     pthread_t thread;
+    /* the fake control thread behind set_rollout and served_version */
+    struct xds_stats_reg *reg;
+    char *admin_json;                 /* the admin object of the config, port filled in */
+    struct xds_snapshot *retired[64]; /* replaced snapshots: the client may still read them */
+    unsigned n_retired;
+    _Atomic uint64_t version;    /* the last snapshot published */
+    _Atomic uint64_t served;     /* what the "workers" serve */
+    _Atomic int confirm_after;   /* > 0: served catches up after that many polls; 0: by hand */
+    _Atomic int polls;           /* served_version calls since the last set_rollout */
+    _Atomic int set_calls;       /* set_rollout calls */
+    _Atomic unsigned set_weight; /* the weight of the last one */
+    _Atomic int set_result;      /* < 0: fail with set_error; 0: no such rollout; > 0: publish */
+    const char *set_error;
+    char set_name[256];
 };
 
 static struct xds_snapshot *hook_snapshot(void *arg)
@@ -374,6 +390,43 @@ static struct xds_snapshot *hook_snapshot(void *arg)
 static enum ing_state hook_state(void *arg)
 {
     return (enum ing_state)atomic_load(&((struct fixture *)arg)->state);
+}
+
+/* Like the server's: publishes a snapshot with the new weight at once (snapshot() returns it),
+ * but the workers serve it only once served_version says so. */
+static int64_t hook_set_rollout(void *arg, const char *name, unsigned weight, const char **err)
+{
+    struct fixture *f = arg;
+    int result = atomic_load(&f->set_result);
+
+    snprintf(f->set_name, sizeof(f->set_name), "%s", name);
+    atomic_store(&f->set_weight, weight);
+    atomic_store(&f->polls, 0);
+    atomic_fetch_add(&f->set_calls, 1);
+    if (result < 0)
+        *err = f->set_error;
+    if (result <= 0)
+        return result;
+    uint64_t v = atomic_load(&f->version) + 1;
+    struct xds_snapshot *s = snapshot(f->reg, f->admin_json, v);
+    for (uint32_t i = 0; i < s->n_rollouts; i++)
+        if (strcmp(s->rollouts[i].name, name) == 0)
+            s->rollouts[i].green_weight = weight;
+    ASSERT(f->n_retired < WR_ARRAY_LEN(f->retired));
+    f->retired[f->n_retired++] = atomic_exchange(&f->snap, s);
+    atomic_store(&f->version, v);
+    return (int64_t)v;
+}
+
+static uint64_t hook_served_version(void *arg)
+{
+    struct fixture *f = arg;
+    int polls = atomic_fetch_add(&f->polls, 1) + 1;
+    int after = atomic_load(&f->confirm_after);
+
+    if (after > 0 && polls >= after)
+        atomic_store(&f->served, atomic_load(&f->version));
+    return atomic_load(&f->served);
 }
 
 static int free_port(void)
@@ -413,13 +466,21 @@ static void run_server_after(const char *admin_fmt, void (*client)(struct fixtur
 {
     struct fixture *f = wr_xcalloc(1, sizeof(*f));
     struct xds_stats_reg *reg = xds_stats_reg_new(2);
-    struct ing_admin_hooks hooks = {hook_snapshot, hook_state, f};
+    struct ing_admin_hooks hooks = {.snapshot = hook_snapshot,
+                                    .state = hook_state,
+                                    .set_rollout = hook_set_rollout,
+                                    .served_version = hook_served_version,
+                                    .arg = f};
     const char *err = NULL;
 
     f->port = free_port();
-    char *admin = wr_xasprintf(admin_fmt, f->port);
-    atomic_store(&f->snap, snapshot(reg, admin, 1));
-    free(admin);
+    f->reg = reg;
+    f->admin_json = wr_xasprintf(admin_fmt, f->port);
+    atomic_store(&f->snap, snapshot(reg, f->admin_json, 1));
+    atomic_store(&f->version, 1);
+    atomic_store(&f->served, 1);
+    atomic_store(&f->confirm_after, 3); /* a few polls: every change is answered late */
+    atomic_store(&f->set_result, 1);
     atomic_store(&f->state, ING_STATE_STARTING);
     f->client = client;
     f->after = after;
@@ -436,7 +497,10 @@ static void run_server_after(const char *admin_fmt, void (*client)(struct fixtur
     if (f->after != NULL)
         f->after(f);
     xds_snapshot_unref(atomic_load(&f->snap));
+    for (unsigned i = 0; i < f->n_retired; i++)
+        xds_snapshot_unref(f->retired[i]);
     xds_stats_reg_free(reg);
+    free(f->admin_json);
     free(f);
 }
 
@@ -747,7 +811,7 @@ static void client_errors(struct fixture *f)
     conn_free(c);
 }
 
-/* Reads work; changes are not there yet, but names are checked. */
+/* Reads, and the name and method checks of changes (their answers: further down). */
 static void client_rollouts(struct fixture *f)
 {
     int port = f->port;
@@ -780,9 +844,9 @@ static void client_rollouts(struct fixture *f)
     expect(port,
            "PUT /rollouts/shop HTTP/1.1\r\nHost: a\r\nContent-Length: 18\r\n\r\n"
            "{\"green_weight\":5}",
-           501, NULL);
+           200, NULL);
     expect(port, "POST /rollouts/sh%6fp/rollback HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
-           501, NULL);
+           200, NULL);
     expect(port, "POST /rollouts/nope/promote HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
            404, NULL);
     r = request(port, "GET /rollouts/shop/promote HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -803,7 +867,7 @@ static void client_rollouts(struct fixture *f)
     free(r.body);
     send_all(c->fd, "{\"green_weight\":5}");
     read_resp(c, &r);
-    ASSERT_EQ(r.status, 501);
+    ASSERT_EQ(r.status, 200);
     free(r.body);
     conn_free(c);
 }
@@ -826,6 +890,362 @@ static void client_errors_and_rollouts(struct fixture *f)
 TEST(server_errors_and_rollouts)
 {
     run_server(admin_plain, client_errors_and_rollouts);
+}
+
+/* ---- rollout changes --------------------------------------------------------------------- */
+
+/* Whether <c> has bytes to read (or EOF) within <ms>. */
+static bool readable(struct conn *c, int ms)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+    return c->len > 0 || poll(&p, 1, ms) > 0;
+}
+
+static void wait_calls(struct fixture *f, int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&f->set_calls) < n; i++)
+        usleep(1000);
+    ASSERT_EQ(atomic_load(&f->set_calls), n);
+}
+
+static void wait_polls(struct fixture *f, int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&f->polls) < n; i++)
+        usleep(1000);
+    ASSERT(atomic_load(&f->polls) >= n);
+}
+
+static char *put_req(const char *name, const char *body)
+{
+    return wr_xasprintf("PUT /rollouts/%s HTTP/1.1\r\nHost: a\r\nContent-Length: %zu\r\n\r\n%s",
+                        name, strlen(body), body);
+}
+
+/* Checks a change's 200 body: the rollout object plus the version. */
+static void assert_rollout_answer(const char *body, long long weight, const char *version)
+{
+    json_t *ro = json_loads(body, 0, NULL);
+
+    if (ro == NULL)
+        FAIL("not JSON: %s", body);
+    ASSERT_EQ(json_object_size(ro), 7);
+    ASSERT_STREQ(jstr(ro, "name"), "shop");
+    ASSERT_STREQ(jstr(ro, "blue"), "shop-blue");
+    ASSERT_STREQ(jstr(ro, "green"), "shop-green");
+    ASSERT_EQ(jint(ro, "green_weight"), weight);
+    ASSERT(json_is_true(json_object_get(ro, "sticky")));
+    json_t *stats = json_object_get(ro, "stats");
+    ASSERT(json_is_object(json_object_get(stats, "blue")));
+    ASSERT(json_is_object(json_object_get(stats, "green")));
+    ASSERT_STREQ(jstr(ro, "version"), version);
+    json_decref(ro);
+}
+
+/* PUT is answered only once served_version reaches the new version, and a request pipelined
+ * behind it waits too, then comes second. */
+static void client_put_deferred(struct fixture *f)
+{
+    struct conn *c = conn_open(f->port);
+    struct resp r;
+    char *req = put_req("shop", "{\"green_weight\": 55}");
+
+    atomic_store(&f->confirm_after, 0);
+    send_all(c->fd, req);
+    send_all(c->fd, "GET /live HTTP/1.1\r\nHost: a\r\n\r\n");
+    free(req);
+    wait_polls(f, 20); /* polled, not answered */
+    ASSERT(!readable(c, 50));
+    ASSERT_EQ(atomic_load(&f->set_calls), 1);
+    ASSERT_EQ(atomic_load(&f->set_weight), 55);
+    ASSERT_STREQ(f->set_name, "shop");
+    ASSERT_EQ(atomic_load(&f->version), 2);
+    /* the new snapshot is published but not served: GET shows it already, the PUT still waits */
+    struct resp g = request(f->port, "GET /rollouts/shop HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_EQ(g.status, 200);
+    ASSERT(strstr(g.body, "\"green_weight\":55") != NULL);
+    free(g.body);
+    ASSERT(!readable(c, 20));
+
+    atomic_store(&f->served, 2);
+    read_resp(c, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT(strstr(r.head, "\r\nContent-Type: application/json\r\n") != NULL);
+    ASSERT(strstr(r.head, "Connection: close") == NULL);
+    assert_rollout_answer(r.body, 55, "2");
+    free(r.body);
+    read_resp(c, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STREQ(r.body, "{\"status\":\"live\"}");
+    free(r.body);
+
+    /* the connection goes on as usual; Connection: close on a change is honoured */
+    atomic_store(&f->confirm_after, 3);
+    send_all(c->fd, "PUT /rollouts/shop HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                    "Content-Length: 18\r\n\r\n{\"green_weight\":0}");
+    read_resp(c, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT(strstr(r.head, "\r\nConnection: close\r\n") != NULL);
+    assert_rollout_answer(r.body, 0, "3");
+    free(r.body);
+    assert_closed(c);
+    conn_free(c);
+    ASSERT_EQ(atomic_load(&f->set_weight), 0);
+}
+
+TEST(rollout_put_waits_for_workers)
+{
+    run_server(admin_plain, client_put_deferred);
+}
+
+/* promote and rollback set 100 and 0, ignore any body, and accept an encoded name; the
+ * answer's version and object come from the snapshot published last. */
+static void client_promote_rollback(struct fixture *f)
+{
+    struct conn *c = conn_open(f->port);
+    struct resp r;
+
+    atomic_store(&f->confirm_after, 5);
+    send_all(c->fd, "POST /rollouts/shop/promote HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    read_resp(c, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT(atomic_load(&f->polls) >= 5);
+    ASSERT_EQ(atomic_load(&f->set_weight), 100);
+    assert_rollout_answer(r.body, 100, "2");
+    free(r.body);
+
+    send_all(c->fd, "POST /rollouts/sh%6fp/rollback HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n"
+                    "\r\ngarbage");
+    read_resp(c, &r);
+    ASSERT_EQ(r.status, 200);
+    ASSERT_STREQ(f->set_name, "shop");
+    ASSERT_EQ(atomic_load(&f->set_weight), 0);
+    assert_rollout_answer(r.body, 0, "3");
+    free(r.body);
+
+    /* three changes pipelined in one segment: answered in order, each after its own version */
+    send_all(c->fd, "POST /rollouts/shop/promote HTTP/1.1\r\nHost: a\r\n\r\n"
+                    "PUT /rollouts/shop HTTP/1.1\r\nHost: a\r\nContent-Length: 18\r\n\r\n"
+                    "{\"green_weight\":7}"
+                    "POST /rollouts/shop/rollback HTTP/1.1\r\nHost: a\r\n\r\n");
+    const long long want[] = {100, 7, 0};
+    const char *versions[] = {"4", "5", "6"};
+    for (int i = 0; i < 3; i++) {
+        read_resp(c, &r);
+        ASSERT_EQ(r.status, 200);
+        assert_rollout_answer(r.body, want[i], versions[i]);
+        free(r.body);
+    }
+    ASSERT_EQ(atomic_load(&f->set_calls), 5);
+    conn_free(c);
+
+    r = request(f->port, "GET /rollouts HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT(strstr(r.body, "\"green_weight\":0") != NULL);
+    free(r.body);
+}
+
+TEST(rollout_promote_rollback)
+{
+    run_server(admin_plain, client_promote_rollback);
+}
+
+/* Every body but exactly {"green_weight": 0..100} is a 400 with an error message, and the
+ * hook is not called. */
+static void client_put_bad_bodies(struct fixture *f)
+{
+    static const struct {
+        const char *body;
+        const char *says; /* a part of the message */
+    } bad[] = {
+        {"", "missing body"},
+        {"{", "cannot parse the body as JSON"},
+        {"{\"green_weight\": 5} x", "cannot parse the body as JSON"},
+        {"{\"green_weight\": 5, \"green_weight\": 6}", "duplicate"},
+        {"[]", "not an array"},
+        {"5", "must be a JSON object {\"green_weight\": N}, not a number"},
+        {"\"green_weight\"", "not a string"},
+        {"null", "not null"},
+        {"{}", "missing \"green_weight\""},
+        {"{\"green_weight\": 5.0}", "not a number with a fraction"},
+        {"{\"green_weight\": 5.5}", "integer"},
+        {"{\"green_weight\": 1e1}", "integer"},
+        {"{\"green_weight\": \"5\"}", "not a string"},
+        {"{\"green_weight\": true}", "not a boolean"},
+        {"{\"green_weight\": null}", "not null"},
+        {"{\"green_weight\": [5]}", "not an array"},
+        {"{\"green_weight\": {}}", "not an object"},
+        {"{\"green_weight\": -1}", "not -1"},
+        {"{\"green_weight\": 101}", "not 101"},
+        {"{\"green_weight\": 99999999999999999999999}", "cannot parse the body as JSON"},
+        {"{\"green_weight\": 5, \"x\": 1}", "unknown key \"x\""},
+        {"{\"green_wieght\": 5}", "unknown key \"green_wieght\""},
+        {"{\"a\\\"b\": 5}", "unknown key \"a\"b\""},
+        {"{\"green_weight\": 5}\xff", "cannot parse the body as JSON"},
+    };
+
+    for (size_t i = 0; i < WR_ARRAY_LEN(bad); i++) {
+        char *req = put_req("shop", bad[i].body);
+        struct resp r = request(f->port, req);
+        if (r.status != 400)
+            FAIL("%s -> %d %s", bad[i].body, r.status, r.body);
+        json_t *j = json_loads(r.body, 0, NULL);
+        if (j == NULL || json_object_size(j) != 1 || jstr(j, "error") == NULL)
+            FAIL("%s -> not an error object: %s", bad[i].body, r.body);
+        if (strstr(jstr(j, "error"), bad[i].says) == NULL)
+            FAIL("%s -> \"%s\" does not say \"%s\"", bad[i].body, jstr(j, "error"), bad[i].says);
+        json_decref(j);
+        free(r.body);
+        free(req);
+    }
+    ASSERT_EQ(atomic_load(&f->set_calls), 0);
+    /* the edges are fine */
+    char *req = put_req("shop", "{\"green_weight\":100}");
+    expect(f->port, req, 200, NULL);
+    free(req);
+    req = put_req("shop", " { \"green_weight\" : 0 } \r\n");
+    expect(f->port, req, 200, NULL);
+    free(req);
+    ASSERT_EQ(atomic_load(&f->set_calls), 2);
+}
+
+TEST(rollout_put_bad_bodies)
+{
+    run_server(admin_plain, client_put_bad_bodies);
+}
+
+static void client_change_errors(struct fixture *f)
+{
+    int port = f->port;
+    struct resp r;
+    char *req;
+
+    /* unknown names: 404 without asking the hook, whatever the body */
+    req = put_req("nope", "{\"green_weight\": 5}");
+    expect(port, req, 404, "{\"error\":\"no such rollout\"}");
+    free(req);
+    req = put_req("nope", "junk");
+    expect(port, req, 404, NULL);
+    free(req);
+    expect(port, "POST /rollouts/nope/rollback HTTP/1.1\r\nHost: a\r\n\r\n", 404, NULL);
+    ASSERT_EQ(atomic_load(&f->set_calls), 0);
+
+    /* methods */
+    const struct {
+        const char *req;
+        const char *allow;
+    } m405[] = {
+        {"POST /rollouts/shop HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD, PUT"},
+        {"DELETE /rollouts/shop HTTP/1.1\r\nHost: a\r\n\r\n", "GET, HEAD, PUT"},
+        {"PUT /rollouts/shop/promote HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "POST"},
+        {"GET /rollouts/shop/rollback HTTP/1.1\r\nHost: a\r\n\r\n", "POST"},
+        {"PUT /rollouts HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"},
+        {"POST /rollouts HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "GET, HEAD"},
+    };
+
+    for (size_t i = 0; i < WR_ARRAY_LEN(m405); i++) {
+        r = request(port, m405[i].req);
+        ASSERT_EQ(r.status, 405);
+        char allow[64];
+        snprintf(allow, sizeof(allow), "\r\nAllow: %s\r\n", m405[i].allow);
+        if (strstr(r.head, allow) == NULL)
+            FAIL("%s: no \"%s\" in\n%s", m405[i].req, m405[i].allow, r.head);
+        free(r.body);
+    }
+    ASSERT_EQ(atomic_load(&f->set_calls), 0);
+
+    /* the hook refuses: its message, escaped */
+    f->set_error = "draining \"now\"";
+    atomic_store(&f->set_result, -1);
+    req = put_req("shop", "{\"green_weight\": 5}");
+    expect(port, req, 503, "{\"error\":\"draining \\\"now\\\"\"}");
+    f->set_error = NULL;
+    expect(port, "POST /rollouts/shop/promote HTTP/1.1\r\nHost: a\r\n\r\n", 503,
+           "{\"error\":\"the rollout could not be changed\"}");
+    /* the hook no longer knows the name (a reload removed it meanwhile) */
+    atomic_store(&f->set_result, 0);
+    expect(port, req, 404, "{\"error\":\"no such rollout\"}");
+    free(req);
+    ASSERT_EQ(atomic_load(&f->set_calls), 3);
+    ASSERT_EQ(atomic_load(&f->version), 1);
+}
+
+TEST(rollout_change_errors)
+{
+    run_server(admin_plain, client_change_errors);
+}
+
+/* Workers that never catch up: 503 after ADMIN_CONFIRM_MS (10 s), and the connection goes on. */
+static void client_confirm_timeout(struct fixture *f)
+{
+    struct conn *c = conn_open(f->port);
+    struct resp r;
+    char *req = put_req("shop", "{\"green_weight\": 30}");
+    struct timespec t0, t1;
+
+    atomic_store(&f->confirm_after, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    send_all(c->fd, req);
+    send_all(c->fd, "GET /live HTTP/1.1\r\nHost: a\r\n\r\n");
+    free(req);
+    while (!readable(c, 1000)) /* SO_RCVTIMEO is 10 s: do not let read_resp() time out */
+        ;
+    read_resp(c, &r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double elapsed = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    ASSERT_EQ(r.status, 503);
+    ASSERT_STREQ(r.body, "{\"error\":\"workers did not confirm the new version\"}");
+    if (elapsed < 9.9 || elapsed > 15)
+        FAIL("answered after %.2f s", elapsed);
+    free(r.body);
+    read_resp(c, &r);
+    ASSERT_STREQ(r.body, "{\"status\":\"live\"}");
+    free(r.body);
+    conn_free(c);
+}
+
+TEST(rollout_confirm_timeout)
+{
+    run_server(admin_plain, client_confirm_timeout);
+}
+
+/* A peer that goes away while its answer waits, then the admin closed while another one waits:
+ * everything is released (the sanitizer build checks the memory, run_server the handles). */
+static void client_close_while_waiting(struct fixture *f)
+{
+    struct conn *gone = conn_open(f->port);
+    char *req = put_req("shop", "{\"green_weight\": 40}");
+
+    atomic_store(&f->confirm_after, 0);
+    send_all(gone->fd, req);
+    wait_calls(f, 1);
+    wait_polls(f, 5);
+    conn_free(gone);
+    usleep(20000);
+    atomic_store(&f->served, 2); /* the answer meets a closed socket */
+    usleep(20000);
+
+    struct conn *waiting = conn_open(f->port);
+    send_all(waiting->fd, req);
+    send_all(waiting->fd, "GET /live HTTP/1.1\r\nHost: a\r\n\r\n");
+    free(req);
+    wait_calls(f, 2);
+    wait_polls(f, 5);
+    ASSERT(!readable(waiting, 10));
+    f->left_open[0] = waiting;
+    f->left_open[1] = conn_open(f->port); /* and an idle one */
+}
+
+static void check_closed_while_waiting(struct fixture *f)
+{
+    for (int i = 0; i < 2; i++) {
+        assert_closed(f->left_open[i]);
+        conn_free(f->left_open[i]);
+    }
+}
+
+TEST(rollout_close_while_waiting)
+{
+    run_server_after(admin_plain, client_close_while_waiting, check_closed_while_waiting);
 }
 
 static char token_path[64];
@@ -978,7 +1398,7 @@ TEST(start_refuses_busy_port)
     int port = free_port();
     char *admin = wr_xasprintf(admin_plain, port);
     struct xds_snapshot *s = snapshot(reg, admin, 1);
-    struct ing_admin_hooks hooks = {hook_snapshot, hook_state, NULL};
+    struct ing_admin_hooks hooks = {.snapshot = hook_snapshot, .state = hook_state};
     uv_loop_t loop;
     const char *err = NULL;
 
