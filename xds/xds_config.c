@@ -212,6 +212,7 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
     char *minv = NULL;
 
     l->tls = t;
+    unsigned errors_before = c->n_errors;
     xds__cfg_keys(c, o, keys);
     json_t *certs = xds__cfg_arr(c, o, "certificates", XDS__REQUIRED, &ok);
     if (certs != NULL && json_array_size(certs) == 0)
@@ -234,7 +235,9 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
             xds__cfg_err(c, "min_version", "must be \"1.2\" or \"1.3\"");
     }
     free(minv);
-    xds__tls_listener_build(c, t);
+    /* Load the certificates only when their settings are valid: one error per mistake. */
+    if (c->n_errors == errors_before)
+        xds__tls_listener_build(c, t);
 }
 
 static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)

@@ -3,6 +3,10 @@
  * Fixtures are inline JSON written with single quotes (turned into double quotes before
  * parsing) so that they stay readable. Each error case checks the exact error line.
  */
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <sys/stat.h>
 
 #include <stdio.h>
@@ -100,21 +104,49 @@ static struct xds_snapshot *ok_body(const char *body)
     return s;
 }
 
+/* Writes a fresh self-signed EC P-256 certificate for "localhost" and its key (generated at
+ * test time: no key lives in the repository). */
+static void write_test_cert(const char *crt_path, const char *key_path)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+
+    ASSERT(key != NULL && x != NULL);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"localhost", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, key);
+    ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
+    FILE *f = fopen(crt_path, "w");
+    ASSERT(f != NULL && PEM_write_X509(f, x) == 1);
+    fclose(f);
+    f = fopen(key_path, "w");
+    ASSERT(f != NULL && PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1);
+    fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
 /* Makes a temp dir with the files a full config refers to; returns its path. */
 static char *make_files(void)
 {
     char tmpl[] = "/tmp/xds_config_test.XXXXXX";
     char *dir = wr_xstrdup(mkdtemp(tmpl));
-    const char *names[] = {"site.crt", "site.key", "token"};
+    char *crt = wr_xasprintf("%s/site.crt", dir), *key = wr_xasprintf("%s/site.key", dir);
+    char *tok = wr_xasprintf("%s/token", dir);
 
-    for (size_t i = 0; i < WR_ARRAY_LEN(names); i++) {
-        char *p = wr_xasprintf("%s/%s", dir, names[i]);
-        FILE *f = fopen(p, "w");
-        ASSERT(f != NULL);
-        fputs(i == 2 ? "s3cr3t-token\n\n" : "pem\n", f);
-        fclose(f);
-        free(p);
-    }
+    write_test_cert(crt, key);
+    FILE *f = fopen(tok, "w");
+    ASSERT(f != NULL);
+    fputs("s3cr3t-token\n\n", f);
+    fclose(f);
+    free(crt);
+    free(key);
+    free(tok);
     return dir;
 }
 
