@@ -9,7 +9,7 @@ bin=${WEIR_BENCH_BIN:-$here/../../build/weir}
 work=${BENCH_WORKDIR:-$(mktemp -d)}
 cfg=$work/weir-bench.json
 tls=""
-if [ -n "${BENCH_TLS_LISTEN:-}" ] && [ -n "${BENCH_CERT:-}" ] && [ "${WEIR_BENCH_TLS:-0}" = 1 ]; then
+if [ -n "${BENCH_TLS_LISTEN:-}" ] && [ -n "${BENCH_CERT:-}" ] && [ "${WEIR_BENCH_TLS:-1}" = 1 ]; then
     tls=", { \"name\": \"tls\", \"address\": \"$BENCH_TLS_LISTEN\", \"tls\": { \"certificates\": [ { \"cert_file\": \"$BENCH_CERT\", \"key_file\": \"$BENCH_KEY\" } ] } }"
 fi
 cat > "$cfg" <<JSON
