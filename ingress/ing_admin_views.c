@@ -327,7 +327,30 @@ static void metrics_clusters(struct wr_sbuf *b, struct xds_snapshot *s)
                    ctr(s->clusters[i].stats, XDS_CS_RETRIES));
 }
 
-enum ep_metric { EPM_HEALTHY, EPM_REQUESTS, EPM_FAILURES, EPM_ACTIVE };
+enum ep_metric {
+    EPM_HEALTHY,
+    EPM_REQUESTS,
+    EPM_FAILURES,
+    EPM_ACTIVE,
+    EPM_CHECKS_OK,
+    EPM_CHECKS_FAIL,
+    EPM_EJECTIONS,
+};
+
+/* Counters health/ keeps on the control thread (one word each, no per-worker slices). */
+static uint64_t ep_hc_counter(struct xds_ep_state *st, enum ep_metric m)
+{
+    if (st == NULL)
+        return 0;
+    switch (m) {
+    case EPM_CHECKS_OK:
+        return xds_ctr_get(&st->hc_ok);
+    case EPM_CHECKS_FAIL:
+        return xds_ctr_get(&st->hc_fail);
+    default:
+        return xds_ctr_get(&st->od_ejections);
+    }
+}
 
 static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_metric m,
                             const char *name)
@@ -351,6 +374,16 @@ static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_m
             case EPM_ACTIVE:
                 sample_i64(b, name, l, 2, t.active);
                 break;
+            case EPM_CHECKS_OK:
+            case EPM_CHECKS_FAIL: {
+                const struct lbl lr[3] = {l[0], l[1],
+                                          {"result", m == EPM_CHECKS_OK ? "success" : "failure"}};
+                sample_u64(b, name, lr, 3, ep_hc_counter(st, m));
+                break;
+            }
+            case EPM_EJECTIONS:
+                sample_u64(b, name, l, 2, ep_hc_counter(st, m));
+                break;
             }
         }
     }
@@ -368,6 +401,13 @@ static void metrics_endpoints(struct wr_sbuf *b, struct xds_snapshot *s)
     endpoint_family(b, s, EPM_FAILURES, "weir_endpoint_failures_total");
     family(b, "weir_endpoint_active_requests", "gauge", "Requests in flight to the endpoint.");
     endpoint_family(b, s, EPM_ACTIVE, "weir_endpoint_active_requests");
+    family(b, "weir_health_checks_total", "counter",
+           "Active health checks of the endpoint, by result (success/failure).");
+    endpoint_family(b, s, EPM_CHECKS_OK, "weir_health_checks_total");
+    endpoint_family(b, s, EPM_CHECKS_FAIL, "weir_health_checks_total");
+    family(b, "weir_outlier_ejections_total", "counter",
+           "Times outlier detection ejected the endpoint.");
+    endpoint_family(b, s, EPM_EJECTIONS, "weir_outlier_ejections_total");
 }
 
 static void metrics_rollouts(struct wr_sbuf *b, struct xds_snapshot *s)

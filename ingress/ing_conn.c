@@ -1587,6 +1587,10 @@ void ing__conn_timeout(struct ing_conn *c, uint8_t kind)
 {
     struct ing_req *r = c->req;
 
+    if (c->h2 != NULL && kind == ING_TQ_CLIENT_IDLE && !wr_list_empty(&c->w->conns) &&
+        ing__h2_busy(c))
+        return; /* streams are active: the idle timer was stale */
+
     if (kind == ING_TQ_CLIENT_HEAD && r != NULL && c->state == ING_C_HEAD && !r->cl_writing) {
         /* Slow-loris: part of a head came, but not all of it in time. */
         r->sr = ing__snap_pin(c->w);

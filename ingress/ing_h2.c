@@ -686,6 +686,8 @@ int ing__h2_start(struct ing_conn *c)
     h->window_start = uv_now(&c->w->loop);
     c->h2 = h;
     c->state = ING_C_H2;
+    /* From now on the connection times out only while it has no stream. */
+    ing__tq_add(c->w, &c->tn, ING_TQ_CLIENT_IDLE, c->w->cur->snap->client_idle_timeout_ms);
     return 0;
 }
 
@@ -766,6 +768,11 @@ void ing__h2_free(struct ing_conn *c)
     ing__buf_release(c->w, &h->out);
     c->h2 = NULL;
     free(h);
+}
+
+bool ing__h2_busy(struct ing_conn *c)
+{
+    return c->h2 != NULL && c->h2->n_streams > 0;
 }
 
 bool ing__h2_writing(struct ing_conn *c)

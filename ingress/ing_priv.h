@@ -355,6 +355,7 @@ void ing__h2_drain(struct ing_conn *c);
 void ing__h2_close_streams(struct ing_conn *c);
 void ing__h2_free(struct ing_conn *c);
 bool ing__h2_writing(struct ing_conn *c);
+bool ing__h2_busy(struct ing_conn *c);
 int ing__h2_respond(struct ing_req *r, int status, const char *location, bool body);
 void ing__h2_resume(struct ing_req *r);
 void ing__h2_consumed(struct ing_req *r, size_t n);
