@@ -87,6 +87,9 @@ struct ing_h1_msg {
     struct wr_str path;      /* path without the query; "/" for "*"-less absolute-form */
     struct wr_str query;     /* without the '?'; p == NULL when there is none */
     struct wr_str authority; /* absolute-form only: "host[:port]" of the target */
+    /* Also: path is "*" for asterisk-form (OPTIONS) and NULL for CONNECT, whose authority-form
+     * target is then in authority too. The "/" above is a static string, the only result
+     * that does not point into the caller's buffer. */
     /* status line */
     struct wr_str reason;
     uint16_t status;
@@ -116,11 +119,13 @@ struct ing_h1_limits {
 #define ING_H1_INCOMPLETE 0
 
 /* Parses a request head from buf[0..len). <scan> holds the offset already searched for the
- * end of the head; set it to 0 for a new message. On success fills <m> (hdrs must point at
- * max_hdrs entries). Enforces (400 unless said): CL with TE; differing or non-digit CLs;
- * TE other than a final "chunked" (501); whitespace before a colon; obs-fold; bare CR or LF,
- * NUL and other invalid bytes; invalid method token; version other than HTTP/1.0 or 1.1 (505);
- * missing or repeated Host in HTTP/1.1; a space inside the target; limits above. */
+ * end of the head (an opaque resume point: it may lag by one byte); set it to 0 for a new
+ * message. On success fills <m> (hdrs must point at max_hdrs entries). Enforces (400 unless
+ * said): CL with TE; differing or non-digit CLs; TE other than a final "chunked" (501);
+ * whitespace before a colon; obs-fold; bare CR or LF, NUL and other invalid bytes; invalid
+ * method token; version other than HTTP/1.0 or 1.1 (505); missing or repeated Host in
+ * HTTP/1.1; a space inside the target; limits above. <lim> may be NULL, and zero fields mean
+ * the defaults. */
 int ing_h1_parse_request(struct ing_h1_msg *m, const char *buf, size_t len, size_t *scan,
                          const struct ing_h1_limits *lim);
 
