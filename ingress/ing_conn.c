@@ -530,6 +530,7 @@ static bool hdr_skip_upstream(const struct ing_h1_hdr *h)
     case ING_H1_H_X_FORWARDED_HOST:
     case ING_H1_H_X_REQUEST_ID:
     case ING_H1_H_EXPECT:
+    case ING_H1_H_CONTENT_LENGTH: /* written once, from the parsed value */
         return true;
     default:
         return false;
@@ -639,8 +640,13 @@ static bool build_upstream_head(struct ing_req *r, struct wr_str host)
         p = put(p, h->value, h->value_len);
         p = PUTLIT(p, "\r\n");
     }
-    if (m->body == ING_H1_BODY_CHUNKED)
+    if (m->body == ING_H1_BODY_CHUNKED) {
         p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
+    } else if (m->body == ING_H1_BODY_LENGTH) {
+        /* One Content-Length of our own: a client's "5, 5" list is never passed on. */
+        p = PUTLIT(p, "Content-Length: ");
+        p += sprintf(p, "%llu\r\n", (unsigned long long)m->content_length);
+    }
     if (r->upgrade) {
         for (unsigned i = 0; i < m->n_hdrs; i++) {
             const struct ing_h1_hdr *h = &m->hdrs[i];
@@ -1226,7 +1232,7 @@ void ing__req_upstream_failed(struct ing_req *r, int status, bool may_retry)
 
 static bool hdr_skip_downstream(const struct ing_h1_hdr *h)
 {
-    return (h->flags & ING_H1_HF_HOP) != 0;
+    return (h->flags & ING_H1_HF_HOP) != 0 || h->id == ING_H1_H_CONTENT_LENGTH;
 }
 
 /* Serializes the client-facing response head into r->resp_out. */
@@ -1277,6 +1283,8 @@ static bool build_response_head(struct ing_req *r)
     } else {
         if (m->body == ING_H1_BODY_CHUNKED && !r->dechunk)
             p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
+        if (m->flags & ING_H1_F_CONTENT_LENGTH)
+            p += sprintf(p, "Content-Length: %llu\r\n", (unsigned long long)m->content_length);
         if (!r->client_keep)
             p = PUTLIT(p, "Connection: close\r\n");
         else if (r->msg.minor == 0)

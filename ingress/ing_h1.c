@@ -476,6 +476,7 @@ static int on_content_length(struct ing_h1_msg *m, struct fields *f, const struc
         if (f->has_cl && v != m->content_length)
             return -400;
         f->has_cl = true;
+        m->flags |= ING_H1_F_CONTENT_LENGTH;
         m->content_length = v;
     }
     return 0;
@@ -699,6 +700,10 @@ static int finish_response(struct ing_h1_msg *m, const struct fields *f, int req
 {
     /* TE with CL, or TE in HTTP/1.0, is framing two readers can disagree on (§6.1): refuse. */
     if (f->has_te && (f->has_cl || m->minor == 0))
+        return -502;
+    /* A transfer coding other than chunked (gzip, ...) would be lost when weir re-frames the
+     * body, and weir does not decode it: refuse rather than pass on mangled content. */
+    if (f->te_other)
         return -502;
     if (m->status < 200 || m->status == 204 || m->status == 304 || req_method == ING_H1_M_HEAD ||
         (req_method == ING_H1_M_CONNECT && m->status < 300))

@@ -79,6 +79,7 @@ struct ing_h1_hdr {
 #define ING_H1_F_ABSOLUTE_FORM   0x0008 /* request target was absolute-form */
 #define ING_H1_F_CONN_CLOSE      0x0010 /* "Connection: close" was sent */
 #define ING_H1_F_TE_TRAILERS     0x0020 /* request: "TE: trailers" */
+#define ING_H1_F_CONTENT_LENGTH  0x0040 /* a valid Content-Length was sent (content_length) */
 
 struct ing_h1_msg {
     /* request line */

@@ -1014,10 +1014,9 @@ TEST(response_eof_framing)
     ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", ING_H1_M_GET) > 0);
     ASSERT_EQ(p.m.body, ING_H1_BODY_EOF);
     ASSERT(!(p.m.flags & ING_H1_F_KEEP_ALIVE));
-    ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ING_H1_M_GET) > 0);
-    ASSERT_EQ(p.m.body, ING_H1_BODY_EOF);
-    ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 1) > 0);
-    ASSERT_EQ(p.m.body, ING_H1_BODY_EOF);
+    /* Other transfer codings are refused: weir would drop them when re-framing. */
+    ASSERT_EQ(rs("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ING_H1_M_GET), -502);
+    ASSERT_EQ(rs("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 1), -502);
     free(p.buf);
 }
 
@@ -1028,8 +1027,9 @@ TEST(response_chunked)
     ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ING_H1_M_GET) > 0);
     ASSERT_EQ(p.m.body, ING_H1_BODY_CHUNKED);
     ASSERT(p.m.flags & ING_H1_F_KEEP_ALIVE);
-    ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n", 1) > 0);
+    ASSERT(resp(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: CHUNKED\r\n\r\n", 1) > 0);
     ASSERT_EQ(p.m.body, ING_H1_BODY_CHUNKED);
+    ASSERT_EQ(rs("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 1), -502);
     ASSERT_EQ(rs("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 1), -502);
     free(p.buf);
 }
