@@ -59,6 +59,7 @@ static void on_conn_closed(uv_handle_t *h)
     ing__buf_release(w, &c->in);
     ing__h2_free(c);
     ing__tls_free(c->tls);
+    ing__listener_conn_closed(c->lst);
     free(c);
     w->n_conns--;
     ing__worker_maybe_exit(w);
@@ -131,6 +132,7 @@ void ing__conn_accept(struct ing_listener *l)
     }
     c->w = w;
     c->lst = l;
+    l->n_conns++;
     wr_list_init(&c->tn.link);
     uv_tcp_init(&w->loop, &c->tcp);
     w->n_conns++;

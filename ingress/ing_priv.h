@@ -75,6 +75,8 @@ struct ing_listener {
     bool h2c; /* HTTP/2 with prior knowledge accepted */
     bool proxy_protocol; /* connections start with a PROXY header */
     bool closing;
+    bool handle_closed; /* freed when the last of its connections closes */
+    unsigned n_conns;   /* connections accepted on it and still open */
     void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
     struct xds_counters *stats; /* ref held */
 };
@@ -309,6 +311,7 @@ struct ing_server {
 /* ing_worker.c */
 int ing__worker_start(struct ing_worker *w);
 void ing__worker_dispose(struct ing_worker *w);
+void ing__listener_conn_closed(struct ing_listener *l);
 void ing__server_worker_exited(struct ing_server *srv);
 void ing__worker_publish(struct ing_worker *w, struct xds_snapshot *s);
 void ing__worker_command(struct ing_worker *w, uint32_t cmd);

@@ -224,15 +224,30 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- listeners ---- */
 
-static void on_listener_closed(uv_handle_t *h)
+static void listener_free(struct ing_listener *l)
 {
-    struct ing_listener *l = WR_CONTAINER_OF(h, struct ing_listener, tcp);
-
     xds_counters_unref(l->stats);
     SSL_CTX_free(l->ssl_ctx);
     free(l->name);
     free(l->address);
     free(l);
+}
+
+/* A listener outlives its socket until its last connection is gone: connections read its name,
+ * flags, TLS context and counters. */
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct ing_listener *l = WR_CONTAINER_OF(h, struct ing_listener, tcp);
+
+    l->handle_closed = true;
+    if (l->n_conns == 0)
+        listener_free(l);
+}
+
+void ing__listener_conn_closed(struct ing_listener *l)
+{
+    if (--l->n_conns == 0 && l->handle_closed)
+        listener_free(l);
 }
 
 /* Takes the TLS context of <xl> (certificates may change with each snapshot). */
