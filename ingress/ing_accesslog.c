@@ -4,15 +4,13 @@
  * neither a worker nor the control loop ever blocks on the disk or a slow stdout reader. When
  * the writer falls more than ING_LOG_MAX_QUEUED bytes behind, lines are dropped and counted.
  */
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <errno.h>
-#include <time.h>
-
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ing_priv.h"
 
@@ -135,7 +133,9 @@ void ing__log_request(struct ing_worker *w, struct ing_req *r)
         strcpy(ip, "");
     }
     double dur_ms = (double)(now_ns - r->t_start_ns) / 1e6;
-    double up_ms = r->t_up_done_ns > r->t_up_ns && r->t_up_ns ? (double)(r->t_up_done_ns - r->t_up_ns) / 1e6 : 0;
+    double up_ms = r->t_up_done_ns > r->t_up_ns && r->t_up_ns
+                       ? (double)(r->t_up_done_ns - r->t_up_ns) / 1e6
+                       : 0;
     p += sprintf(p, "{\"time\":\"%s.%03uZ\",\"client\":\"%s\",\"method\":\"", w->log_time,
                  (unsigned)(now_ms % 1000), ip);
     p = esc(p, m->method.p, m->method.len);

@@ -39,8 +39,7 @@ static int parse_v1(struct ing_conn *c, const char *p, size_t len)
     uint8_t addr[16];
     char *end;
     long port = strtol(tok[4], &end, 10);
-    if (fam == 0 || inet_pton(fam, tok[2], addr) != 1 || *end != '\0' || port < 0 ||
-        port > 65535)
+    if (fam == 0 || inet_pton(fam, tok[2], addr) != 1 || *end != '\0' || port < 0 || port > 65535)
         return -1;
     memcpy(c->peer, addr, fam == AF_INET ? 4 : 16);
     c->peer_family = (uint8_t)fam;

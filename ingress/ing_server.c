@@ -7,11 +7,10 @@
  * on failure log every error and keep the old one. Drain (SIGTERM/SIGINT): INTERFACES.md §3.
  */
 #include <signal.h>
-#include <unistd.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ing_priv.h"
 
@@ -97,8 +96,7 @@ static void reload(struct ing_server *srv)
 
     if (atomic_load(&srv->state) == ING_STATE_DRAINING)
         return;
-    s = xds_config_load_ex(srv->config_path, NULL, 0, &text, srv->reg, srv->next_version,
-                           &errors);
+    s = xds_config_load_ex(srv->config_path, NULL, 0, &text, srv->reg, srv->next_version, &errors);
     if (s == NULL) {
         log_errors(&errors);
         wr_err("reload of %s failed: the running configuration (version %s) stays",
@@ -155,8 +153,7 @@ static int64_t hook_set_rollout(void *arg, const char *name, unsigned weight, co
     o->weight = weight;
     overrides_apply(srv, s);
     publish(srv, s);
-    wr_info("rollout %s: green weight %u (configuration version %s)", name, weight,
-            s->version_str);
+    wr_info("rollout %s: green weight %u (configuration version %s)", name, weight, s->version_str);
     return (int64_t)s->version;
 }
 
@@ -297,8 +294,8 @@ int ing_server_run(const struct ing_server_opts *opts)
     srv->nworkers = probe->workers;
     xds_snapshot_unref(probe);
     srv->reg = xds_stats_reg_new(srv->nworkers);
-    srv->snap = xds_config_load_ex(opts->config_path, NULL, 0, &srv->config_text, srv->reg, 1,
-                                   &errors);
+    srv->snap =
+        xds_config_load_ex(opts->config_path, NULL, 0, &srv->config_text, srv->reg, 1, &errors);
     if (srv->snap == NULL) {
         fputs(errors.p ? errors.p : "config: cannot load\n", stderr);
         wr_sbuf_dispose(&errors);

@@ -14,12 +14,12 @@
  * released between records (SSL_MODE_RELEASE_BUFFERS), so an idle TLS connection keeps only the
  * SSL object.
  */
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "ing_priv.h"
 

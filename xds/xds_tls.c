@@ -14,16 +14,16 @@
  * key set is the one piece of process-wide TLS state: replaced atomically by the control
  * thread, read by handshakes on any thread, and freed two rotations after it was replaced.
  */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-
-#include <stdatomic.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "xds_priv.h"
 
@@ -89,7 +89,7 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
             if (memcmp(name, ks->k[i].name, 16) == 0)
                 k = &ks->k[i];
         if (k == NULL)
-            return 0; /* unknown key: full handshake, new ticket */
+            return 0;                /* unknown key: full handshake, new ticket */
         rc = k == &ks->k[0] ? 1 : 2; /* 2: valid, but issue a ticket with the current key */
     }
     OSSL_PARAM params[] = {
@@ -403,12 +403,11 @@ void xds__tls_cluster_build(struct xds__cfg *c, struct xds_cluster *cl)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (cl->tls.verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        int ok = cl->tls.ca_file != NULL
-                     ? SSL_CTX_load_verify_locations(ctx, cl->tls.ca_file, NULL)
-                     : SSL_CTX_set_default_verify_paths(ctx);
+        int ok = cl->tls.ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, cl->tls.ca_file, NULL)
+                                         : SSL_CTX_set_default_verify_paths(ctx);
         if (ok != 1)
-            xds__cfg_err(c, cl->tls.ca_file ? "ca_file" : NULL,
-                         "cannot load CA certificates: %s", ssl_error(eb, sizeof(eb)));
+            xds__cfg_err(c, cl->tls.ca_file ? "ca_file" : NULL, "cannot load CA certificates: %s",
+                         ssl_error(eb, sizeof(eb)));
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }

@@ -64,7 +64,7 @@ enum ing_h1_hid {
 #define ING_H1_HF_HOP 0x01 /* hop-by-hop: must not be forwarded (RFC 9110 §7.6.1) */
 
 struct ing_h1_hdr {
-    const char *name; /* as received, not lower-cased */
+    const char *name;  /* as received, not lower-cased */
     const char *value; /* leading and trailing OWS removed */
     uint32_t value_len;
     uint16_t name_len;
@@ -94,10 +94,10 @@ struct ing_h1_msg {
     /* status line */
     struct wr_str reason;
     uint16_t status;
-    uint8_t method_id; /* enum ing_h1_method */
-    uint8_t minor;     /* HTTP/1.<minor>: 0 or 1 */
-    uint8_t body;      /* enum ing_h1_body */
-    uint16_t flags;    /* ING_H1_F_* */
+    uint8_t method_id;  /* enum ing_h1_method */
+    uint8_t minor;      /* HTTP/1.<minor>: 0 or 1 */
+    uint8_t body;       /* enum ing_h1_body */
+    uint16_t flags;     /* ING_H1_F_* */
     struct wr_str host; /* request: the Host header value (p == NULL when absent) */
     uint64_t content_length;
     uint32_t head_len; /* bytes of the head, final CRLF CRLF included */
@@ -108,8 +108,8 @@ struct ing_h1_msg {
 };
 
 struct ing_h1_limits {
-    uint32_t max_head;    /* whole head, request/status line included (default 65536) */
-    uint32_t max_target;  /* request target (default 8192) */
+    uint32_t max_head;   /* whole head, request/status line included (default 65536) */
+    uint32_t max_target; /* request target (default 8192) */
 };
 
 /* Parse results: > 0 is the head length (complete head); ING_H1_INCOMPLETE needs more bytes;

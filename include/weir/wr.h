@@ -105,7 +105,8 @@ static inline void wr_list_remove(struct wr_list *n)
 /* Logging to stderr. The level is set once at boot, before any thread starts. */
 enum wr_log_level { WR_LOG_ERROR = 0, WR_LOG_WARN, WR_LOG_INFO, WR_LOG_DEBUG };
 extern enum wr_log_level wr_log_max;
-void wr_log_write(enum wr_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void wr_log_write(enum wr_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 #define wr_log(lvl, ...)                                                                           \
     do {                                                                                           \
         if ((lvl) <= wr_log_max)                                                                   \

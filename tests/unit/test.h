@@ -4,11 +4,12 @@
 #ifndef WEIR_TEST_H
 #define WEIR_TEST_H
 
+#include <sys/wait.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 typedef void (*test_fn)(void);
@@ -89,8 +90,7 @@ int main(int argc, char **argv)
             printf("ok   %s\n", test_cases[i].name);
         } else {
             failed++;
-            printf("FAIL %s (%s %d)\n", test_cases[i].name,
-                   WIFSIGNALED(st) ? "signal" : "exit",
+            printf("FAIL %s (%s %d)\n", test_cases[i].name, WIFSIGNALED(st) ? "signal" : "exit",
                    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
         }
     }

@@ -3,16 +3,16 @@
  * Fixtures are inline JSON written with single quotes (turned into double quotes before
  * parsing) so that they stay readable. Each error case checks the exact error line.
  */
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <weir/wr.h>
 #include <weir/xds.h>
