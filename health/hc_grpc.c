@@ -128,8 +128,7 @@ bad:
     return -1;
 }
 
-static const char *const serving_names[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
-                                            "SERVICE_UNKNOWN"};
+static const char *const serving_names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
 
 int hc__grpc_verdict(unsigned http_status, bool grpc_ct, int grpc_status, const uint8_t *msg,
                      size_t len, char *why, size_t whylen)
@@ -186,8 +185,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     if (wr_str_eq(n, ":status", 7)) {
         unsigned v = 0;
         for (size_t i = 0; i < valuelen && i < 3; i++)
-            v = v * 10 + (unsigned)(value[i] - '0');
-        g->http_status = valuelen == 3 ? v : 0;
+            v = (value[i] >= '0' && value[i] <= '9') ? v * 10 + (unsigned)(value[i] - '0') : 1000;
+        g->http_status = valuelen == 3 && v < 1000 ? v : 0;
     } else if (wr_str_eq(n, "content-type", 12)) {
         g->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
@@ -200,8 +199,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
-                         const uint8_t *data, size_t len, void *user_data)
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user_data)
 {
     struct hc_grpc *g = G(user_data);
 
@@ -305,8 +304,7 @@ static int grpc_start(struct hc_probe *p)
     if (nghttp2_session_client_new(&g->session, p->m->h2cbs, p) != 0)
         abort(); /* only fails on OOM */
     nghttp2_submit_settings(g->session, NGHTTP2_FLAG_NONE, iv, WR_ARRAY_LEN(iv));
-    g->stream_id =
-        nghttp2_submit_request(g->session, NULL, hdrs, WR_ARRAY_LEN(hdrs), &prd, NULL);
+    g->stream_id = nghttp2_submit_request(g->session, NULL, hdrs, WR_ARRAY_LEN(hdrs), &prd, NULL);
     if (g->stream_id < 0) {
         snprintf(p->why, sizeof(p->why), "HTTP/2: %s", nghttp2_strerror(g->stream_id));
         return HC_FAIL;

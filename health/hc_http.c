@@ -17,6 +17,7 @@
 #include "hc_priv.h"
 
 enum { PH_HEAD = 0, PH_BODY_LENGTH, PH_BODY_CHUNKED, PH_BODY_EOF, PH_DONE };
+
 enum { CK_SIZE = 0, CK_EXT, CK_DATA, CK_DATA_CR, CK_DATA_LF };
 
 char *hc__http_request(const struct xds_health_check *hc, const char *default_host, size_t *len)
@@ -205,9 +206,9 @@ static int chunked_feed(struct hc_http *h, const char *p, size_t n, char *why, s
         char c = p[i];
         switch (h->ck) {
         case CK_SIZE: {
-            int d = is_digit(c) ? c - '0' : (wr_lower(c) >= 'a' && wr_lower(c) <= 'f')
-                                                ? wr_lower(c) - 'a' + 10
-                                                : -1;
+            int d = is_digit(c)                                  ? c - '0'
+                    : (wr_lower(c) >= 'a' && wr_lower(c) <= 'f') ? wr_lower(c) - 'a' + 10
+                                                                 : -1;
             i++;
             if (++h->line_len > HC_MAX_LINE)
                 return fail(why, whylen, "chunk size line too long");
@@ -335,23 +336,28 @@ int hc__http_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t 
         return HC_MORE;
     if (h->phase != PH_HEAD)
         return body_feed(h, p, n, why, whylen);
-    if (h->head_len + n > HC_MAX_HEAD)
-        return fail(why, whylen, "HTTP response head too large");
-    if (h->head_len + n > h->head_cap) {
-        h->head_cap = WR_MIN(WR_MAX(h->head_cap * 2, h->head_len + n + 1024), HC_MAX_HEAD);
+    /* Only the head is kept: what follows it in the same read goes to the body reader. */
+    size_t take = WR_MIN(n, HC_MAX_HEAD - h->head_len);
+    if (h->head_len + take > h->head_cap) {
+        h->head_cap = WR_MIN(WR_MAX(h->head_cap * 2, h->head_len + take + 1024), HC_MAX_HEAD);
         h->head = wr_xrealloc(h->head, h->head_cap);
     }
-    if (n > 0)
-        memcpy(h->head + h->head_len, p, n);
-    h->head_len += n;
+    if (take > 0)
+        memcpy(h->head + h->head_len, p, take);
+    h->head_len += take;
     size_t len = head_end(h);
     if (len == 0) {
+        if (take < n || h->head_len == HC_MAX_HEAD)
+            return fail(why, whylen, "HTTP response head too large");
         /* Something that is not HTTP fails at once rather than at the timeout. */
         if (h->head_len >= 5 && memcmp(h->head, "HTTP/", 5) != 0)
             return fail(why, whylen, "not an HTTP response");
         return HC_MORE;
     }
-    return head_done(h, len, why, whylen);
+    int rc = head_done(h, len, why, whylen);
+    if (rc != HC_MORE || take == n)
+        return rc;
+    return hc__http_feed(h, p + take, n - take, why, whylen);
 }
 
 int hc__http_eof(struct hc_http *h, char *why, size_t whylen)
@@ -364,8 +370,7 @@ int hc__http_eof(struct hc_http *h, char *why, size_t whylen)
     case PH_BODY_EOF:
         return body_end(h, why, whylen);
     default:
-        snprintf(why, whylen, "HTTP %u: connection closed before the end of the body",
-                 h->status);
+        snprintf(why, whylen, "HTTP %u: connection closed before the end of the body", h->status);
         return HC_FAIL;
     }
 }

@@ -148,8 +148,8 @@ static void rec_result(struct hc_ep *rec, bool ok, const char *why)
         wr_info("health: cluster %s endpoint %s is healthy after %u passed checks", rec->c->name,
                 rec->ep->address, hc->healthy_threshold);
     } else if (!ok) {
-        wr_debug("health: cluster %s endpoint %s: check failed: %s", rec->c->name,
-                 rec->ep->address, why);
+        wr_debug("health: cluster %s endpoint %s: check failed: %s", rec->c->name, rec->ep->address,
+                 why);
     }
     uint64_t now = uv_now(m->loop);
     uint32_t interval = hc__interval(hc, rec->v.healthy);
@@ -280,10 +280,10 @@ static bool hc_same(const struct xds_cluster *a, const struct xds_cluster *b)
             memcmp(x->expected, y->expected, x->n_expected * sizeof(*x->expected)) == 0) &&
            str_same(x->send, y->send) && str_same(x->expect, y->expect) &&
            str_same(x->service, y->service) && x->interval_ms == y->interval_ms &&
-           x->unhealthy_interval_ms == y->unhealthy_interval_ms &&
-           x->timeout_ms == y->timeout_ms && x->jitter_percent == y->jitter_percent &&
-           a->tls.enabled == b->tls.enabled && a->tls.verify == b->tls.verify &&
-           str_same(a->tls.sni, b->tls.sni) && str_same(a->tls.ca_file, b->tls.ca_file);
+           x->unhealthy_interval_ms == y->unhealthy_interval_ms && x->timeout_ms == y->timeout_ms &&
+           x->jitter_percent == y->jitter_percent && a->tls.enabled == b->tls.enabled &&
+           a->tls.verify == b->tls.verify && str_same(a->tls.sni, b->tls.sni) &&
+           str_same(a->tls.ca_file, b->tls.ca_file);
 }
 
 /* Applies the record's (new) cluster settings. <old_c> is its cluster in the previous snapshot
@@ -330,7 +330,8 @@ static void rec_hook(struct hc_ep *rec)
     atomic_store(&rec->st->od_sink, od->enabled ? &rec->m->sink : NULL);
 }
 
-/* ---- the manager ------------------------------------------------------------------------------ */
+/* ---- the manager ------------------------------------------------------------------------------
+ */
 
 struct hc_manager *hc_manager_new(uv_loop_t *loop)
 {

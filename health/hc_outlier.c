@@ -26,7 +26,7 @@ void hc_outlier_suspect(struct xds_ep_state *st, unsigned bits)
     if (sink == NULL)
         return;
     if (atomic_fetch_or_explicit(&st->od_suspect, bits, memory_order_acq_rel) != 0)
-        return; /* already on the stack: the control thread sees the new bits too */
+        return;           /* already on the stack: the control thread sees the new bits too */
     xds_ep_state_ref(st); /* the stack's: the entry must outlive its stay there */
     head = atomic_load_explicit(&sink->head, memory_order_relaxed);
     do
@@ -51,8 +51,8 @@ static void bump_epoch(struct xds_ep_state *st)
 /* Takes every entry off the stack; hands each to <fn> (unless NULL), then drops the stack's
  * reference. The link is read before the suspect bits are cleared: from then on a worker may
  * push the entry again, which rewrites it. */
-static void take_all(struct hc_manager *m, void (*fn)(struct hc_manager *, struct xds_ep_state *,
-                                                       unsigned))
+static void take_all(struct hc_manager *m,
+                     void (*fn)(struct hc_manager *, struct xds_ep_state *, unsigned))
 {
     struct xds_ep_state *st = atomic_exchange_explicit(&m->sink.head, NULL, memory_order_acquire);
 

@@ -22,11 +22,11 @@
 #include <weir/wr.h>
 #include <weir/xds.h>
 
-#define HC_MAX_INFLIGHT 64            /* probes running at once; the others wait in a queue */
-#define HC_MAX_HEAD     32768         /* HTTP response head limit */
-#define HC_MAX_LINE     4096          /* HTTP chunk-size line limit */
-#define HC_GRPC_MAX_MSG 65536         /* gRPC response message limit */
-#define HC_READ_BUF     65536         /* the manager's shared read buffer */
+#define HC_MAX_INFLIGHT 64    /* probes running at once; the others wait in a queue */
+#define HC_MAX_HEAD     32768 /* HTTP response head limit */
+#define HC_MAX_LINE     4096  /* HTTP chunk-size line limit */
+#define HC_GRPC_MAX_MSG 65536 /* gRPC response message limit */
+#define HC_READ_BUF     65536 /* the manager's shared read buffer */
 #define HC_USER_AGENT   "weir-health-check/" WEIR_VERSION
 
 /* Probe step results. */
@@ -84,10 +84,10 @@ struct hc_http {
     char *head; /* response head bytes until the head is complete */
     size_t head_len, head_cap, scan;
     unsigned status;
-    uint8_t phase;   /* enum in hc_http.c */
-    uint8_t ck;      /* chunked decoder state */
-    bool head_only;  /* request method HEAD: no response body */
-    bool want_body;  /* body_contains is set */
+    uint8_t phase;      /* enum in hc_http.c */
+    uint8_t ck;         /* chunked decoder state */
+    bool head_only;     /* request method HEAD: no response body */
+    bool want_body;     /* body_contains is set */
     uint64_t remaining; /* LENGTH body bytes / current chunk bytes left */
     uint32_t line_len;
     bool ck_digits;
@@ -168,11 +168,13 @@ struct hc_probe {
     bool closing;
     bool connected;
     bool unconfirmed; /* bytes sent since the peer last sent any */
+
     union {
         struct hc_http http;
         struct hc_tcp_check tcp;
         struct hc_grpc grpc;
     } u;
+
     char why[160];
 };
 

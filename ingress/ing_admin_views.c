@@ -376,8 +376,8 @@ static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_m
                 break;
             case EPM_CHECKS_OK:
             case EPM_CHECKS_FAIL: {
-                const struct lbl lr[3] = {l[0], l[1],
-                                          {"result", m == EPM_CHECKS_OK ? "success" : "failure"}};
+                const struct lbl lr[3] = {
+                    l[0], l[1], {"result", m == EPM_CHECKS_OK ? "success" : "failure"}};
                 sample_u64(b, name, lr, 3, ep_hc_counter(st, m));
                 break;
             }

@@ -16,6 +16,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <weir/hc.h>
+
 #include "ing_priv.h"
 
 static void conn_process(struct ing_conn *c);
@@ -33,13 +35,19 @@ struct canned {
 };
 
 static const struct canned canned[] = {
-    {400, "Bad Request"},           {404, "Not Found"},
-    {405, "Method Not Allowed"},    {408, "Request Timeout"},
-    {413, "Content Too Large"},     {414, "URI Too Long"},
+    {400, "Bad Request"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {408, "Request Timeout"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
     {431, "Request Header Fields Too Large"},
-    {500, "Internal Server Error"}, {501, "Not Implemented"},
-    {502, "Bad Gateway"},           {503, "Service Unavailable"},
-    {504, "Gateway Timeout"},       {505, "HTTP Version Not Supported"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
 };
 
 static inline unsigned code_class(unsigned status)
@@ -174,7 +182,7 @@ void ing__conn_accept(struct ing_listener *l)
     client_read_start(c);
 }
 
-static void client_peer_ip(const struct ing_conn *c, char *out, size_t len)
+void ing__client_ip(const struct ing_conn *c, char *out, size_t len)
 {
     if (c->peer_family == AF_INET6)
         inet_ntop(AF_INET6, c->peer, out, (socklen_t)len);
@@ -255,8 +263,7 @@ void ing__conn_input(struct ing_conn *c)
 }
 
 /* Writes to the client, through TLS when the connection has it (see ing__send). */
-int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                   uv_write_cb cb)
+int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb)
 {
     if (c->tls != NULL)
         return ing__tls_write(c->tls, req, bufs, n, cb);
@@ -317,6 +324,88 @@ static void client_write(struct ing_req *r, uv_buf_t *bufs, unsigned n, uint32_t
     after_client_write(r);
 }
 
+static bool get_header(void *arg, const char *lname, size_t len, struct wr_str *value);
+
+/* gRPC status for an answer of ours with HTTP <status>: gRPC's HTTP-to-status table
+ * (doc/http-grpc-status-mapping.md), extended to the statuses weir makes. 504 (no upstream
+ * progress within the route's timeout) is UNAVAILABLE like 502/503, not DEADLINE_EXCEEDED,
+ * which gRPC keeps for the client's own deadline; 429 (a limit of ours) is
+ * RESOURCE_EXHAUSTED, like 413 and 431. */
+static unsigned grpc_status(int status)
+{
+    switch (status) {
+    case 400:
+    case 500:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+    case 405:
+    case 501:
+        return 12; /* UNIMPLEMENTED */
+    case 408:
+        return 4; /* DEADLINE_EXCEEDED */
+    case 413:
+    case 429:
+    case 431:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/* A gRPC request ("content-type: application/grpc[+proto|;...]") gets our errors as gRPC
+ * statuses: HTTP 200 with a trailers-only answer (gRPC over HTTP/2, "Responses"). */
+static bool req_is_grpc(struct ing_req *r)
+{
+    struct wr_str v;
+
+    if (!get_header(r, "content-type", 12, &v) || v.len < 16)
+        return false;
+    if (!wr_str_ieq((struct wr_str){v.p, 16}, "application/grpc", 16))
+        return false;
+    return v.len == 16 || v.p[16] == '+' || v.p[16] == ';';
+}
+
+static void req_error_grpc(struct ing_req *r, int status, const char *reason, bool close)
+{
+    unsigned code = grpc_status(status);
+    char msg[64];
+
+    snprintf(msg, sizeof(msg), "weir: %d %s", status, reason);
+    r->status = 200;
+    r->resp_started = 1;
+    if (r->h2 != NULL) {
+        if (ing__h2_respond_grpc(r, code, msg) != 0)
+            req_abort(r);
+        return;
+    }
+    if (!r->req_done || close)
+        r->client_keep = 0;
+    r->resp_done = 1;
+    struct ing_buf *b = &r->resp_out;
+    ing__buf_release(r->sr_worker, b);
+    b->base = ing__block_get(r->sr_worker);
+    if (b->base == NULL) {
+        req_abort(r);
+        return;
+    }
+    b->cap = ING_BLOCK_SIZE;
+    b->len = (uint32_t)snprintf(b->base, b->cap,
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\n"
+                                "Grpc-Status: %u\r\nGrpc-Message: %s\r\nContent-Length: 0\r\n"
+                                "%s\r\n",
+                                code, msg, r->client_keep ? "" : "Connection: close\r\n");
+    uv_buf_t ub = uv_buf_init(b->base, b->len);
+    client_write(r, &ub, 1, 0);
+}
+
 /* Sends a short error answer and ends the request. <close> forces the connection to close
  * (malformed input, unread body). */
 static void req_error(struct ing_req *r, int status, bool close)
@@ -335,6 +424,12 @@ static void req_error(struct ing_req *r, int status, bool close)
     if (r->up != NULL) {
         ing__up_release(r->up, false);
         r->up = NULL;
+    }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
+    if (req_is_grpc(r)) {
+        req_error_grpc(r, status, canned[i].reason, close);
+        return;
     }
     if (r->h2 != NULL) {
         r->status = (uint16_t)status;
@@ -360,8 +455,7 @@ static void req_error(struct ing_req *r, int status, bool close)
                          "HTTP/1.1 %u %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                          "%s\r\n%u %s\n",
                          canned[i].status, canned[i].reason, strlen(canned[i].reason) + 5,
-                         close ? "Connection: close\r\n" : "", canned[i].status,
-                         canned[i].reason);
+                         close ? "Connection: close\r\n" : "", canned[i].status, canned[i].reason);
         text_len[i][k] = (uint16_t)n;
     }
     uv_buf_t b = uv_buf_init(text[i][k], text_len[i][k]);
@@ -374,12 +468,13 @@ static void req_error(struct ing_req *r, int status, bool close)
 
 static void req_try_free(struct ing_req *r)
 {
-    if (r->c != NULL || r->up != NULL || r->cl_writing || r->up_writing)
+    if (r->c != NULL || r->up != NULL || r->h2s != NULL || r->cl_writing || r->up_writing)
         return;
     struct ing_worker *w = r->sr_worker;
     if (r->sr != NULL)
         ing__snap_unpin(w, r->sr);
     r->sr = NULL;
+    ing__buf_release(w, &r->h2trl);
     ing__req_put(w, r);
 }
 
@@ -397,6 +492,8 @@ static void req_abort(struct ing_req *r)
         r->up = NULL;
         ing__up_release(u, false);
     }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
     if (c != NULL) {
         c->req = NULL;
         r->c = NULL;
@@ -501,7 +598,8 @@ static int pick_endpoint(struct ing_req *r)
     struct wr_str v;
 
     if (cl->lb_policy == XDS_LB_RING_HASH) {
-        if (cl->hash_on == XDS_HASH_HEADER && get_header(r, cl->hash_name, strlen(cl->hash_name), &v))
+        if (cl->hash_on == XDS_HASH_HEADER &&
+            get_header(r, cl->hash_name, strlen(cl->hash_name), &v))
             ctx.has_hash = true;
         else if (cl->hash_on == XDS_HASH_COOKIE &&
                  get_cookie(r, cl->hash_name, strlen(cl->hash_name), &v))
@@ -559,35 +657,56 @@ static void make_request_id(struct ing_worker *w, char out[33])
     out[32] = '\0';
 }
 
+/* Whether request header <h> is passed on as it is (both upstream protocols): not hop-by-hop,
+ * and not one of those the proxy writes itself. */
+bool ing__hdr_forwarded(const struct ing_h1_hdr *h)
+{
+    return !hdr_skip_upstream(h);
+}
+
+/* The request's host: the absolute-form target's authority, else Host (:authority for an
+ * HTTP/2 client); "" when there is none. */
+struct wr_str ing__req_host(struct ing_req *r)
+{
+    struct ing_h1_msg *m = &r->msg;
+    struct wr_str host = (m->flags & ING_H1_F_ABSOLUTE_FORM) ? m->authority : m->host;
+
+    return host.p != NULL ? host : WR_STR_LIT("");
+}
+
+/* The X-Request-Id to forward: the client's, passed on whole, else one of ours that stays the
+ * same across retries. Its first 32 characters are kept in r->request_id for the log. */
+struct wr_str ing__req_id(struct ing_req *r)
+{
+    struct ing_h1_msg *m = &r->msg;
+
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        if (m->hdrs[i].id == ING_H1_H_X_REQUEST_ID) {
+            struct wr_str rid = {m->hdrs[i].value, m->hdrs[i].value_len};
+            size_t n = WR_MIN(rid.len, (size_t)32);
+            memcpy(r->request_id, rid.p, n);
+            r->request_id[n] = '\0';
+            return rid;
+        }
+    }
+    if (r->request_id[0] == '\0')
+        make_request_id(r->sr_worker, r->request_id);
+    return (struct wr_str){r->request_id, 32};
+}
+
 /* Serializes the request head for the upstream into r->head_out. Returns false on OOM. */
 static bool build_upstream_head(struct ing_req *r, struct wr_str host)
 {
     struct ing_h1_msg *m = &r->msg;
     struct ing_conn *c = r->c;
     char ip[INET6_ADDRSTRLEN];
-    struct wr_str rid = {NULL, 0};
+    struct wr_str rid = ing__req_id(r);
     size_t xff_len = 0;
 
-    client_peer_ip(c, ip, sizeof(ip));
-    for (unsigned i = 0; i < m->n_hdrs; i++) {
+    ing__client_ip(c, ip, sizeof(ip));
+    for (unsigned i = 0; i < m->n_hdrs; i++)
         if (m->hdrs[i].id == ING_H1_H_X_FORWARDED_FOR)
             xff_len += m->hdrs[i].value_len + 2;
-        else if (m->hdrs[i].id == ING_H1_H_X_REQUEST_ID && rid.p == NULL) {
-            rid.p = m->hdrs[i].value;
-            rid.len = m->hdrs[i].value_len;
-        }
-    }
-    if (rid.p != NULL && rid.len <= 32) {
-        memcpy(r->request_id, rid.p, rid.len);
-        r->request_id[rid.len] = '\0';
-    } else if (rid.p == NULL) {
-        make_request_id(r->sr_worker, r->request_id);
-        rid.p = r->request_id;
-        rid.len = 32;
-    } else {
-        memcpy(r->request_id, rid.p, 32);
-        r->request_id[32] = '\0';
-    }
     size_t need = m->head_len + xff_len + host.len * 2 + rid.len + strlen(ip) + 256;
     struct ing_buf *b = &r->head_out;
     if (need <= ING_BLOCK_SIZE) {
@@ -722,8 +841,8 @@ static void send_redirect(struct ing_req *r, struct wr_str host)
     int n = snprintf(b->base, b->cap,
                      "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://%.*s%s%.*s%s%.*s\r\n"
                      "Content-Length: 0\r\n%s\r\n",
-                     (int)hl, host.p, portbuf, (int)m->path.len, m->path.p,
-                     m->query.p ? "?" : "", (int)m->query.len, m->query.p ? m->query.p : "",
+                     (int)hl, host.p, portbuf, (int)m->path.len, m->path.p, m->query.p ? "?" : "",
+                     (int)m->query.len, m->query.p ? m->query.p : "",
                      r->client_keep ? "" : "Connection: close\r\n");
     b->len = (uint32_t)n;
     r->status = 308;
@@ -749,7 +868,10 @@ static void req_dispatch(struct ing_req *r)
     if ((unsigned)idx < sizeof(r->exclude))
         r->exclude[idx] = 1;
     r->t_up_ns = wr_mono_ns();
-    ing__up_acquire(r, ep);
+    if (r->cluster->protocol != XDS_PROTO_HTTP1)
+        ing__h2up_acquire(r, ep);
+    else
+        ing__up_acquire(r, ep);
 }
 
 /* Routes the request whose head is complete and sends it on its way (both HTTP versions). */
@@ -780,7 +902,17 @@ static void req_route(struct ing_req *r)
     r->upgrade = (m->flags & ING_H1_F_UPGRADE) != 0;
     r->wc_idx = pick_target(r, rt);
     r->cluster = rt->wc[r->wc_idx].cluster;
-    if (!build_upstream_head(r, host)) {
+    if (r->cluster->protocol != XDS_PROTO_HTTP1) {
+        /* HTTP/2 upstream: the header list is made when the stream is submitted. CONNECT
+         * would need RFC 9113 §8.5 tunnels, and HTTP/2 has no Upgrade (§8.6): an upgrade
+         * request goes on as the plain request it also is. */
+        if (m->method_id == ING_H1_M_CONNECT) {
+            req_error(r, 501, true);
+            return;
+        }
+        r->upgrade = 0;
+        ing__req_id(r);
+    } else if (!build_upstream_head(r, host)) {
         req_error(r, 500, true);
         return;
     }
@@ -810,8 +942,8 @@ static void start_request(struct ing_conn *c, struct ing_req *r)
     r->body_off = c->in.off + m->head_len;
     r->reqb.kind = m->body;
     r->reqb.remaining = m->content_length;
-    r->req_done = m->body == ING_H1_BODY_NONE ||
-                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->req_done =
+        m->body == ING_H1_BODY_NONE || (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
     r->client_keep = (m->flags & ING_H1_F_KEEP_ALIVE) && !c->close_after && !w->draining;
     req_route(r);
 }
@@ -825,8 +957,8 @@ void ing__req_start_h2(struct ing_req *r, int status)
     r->sr = ing__snap_pin(r->sr_worker);
     r->reqb.kind = m->body;
     r->reqb.remaining = m->content_length;
-    r->req_done = m->body == ING_H1_BODY_NONE ||
-                  (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->req_done =
+        m->body == ING_H1_BODY_NONE || (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
     r->client_keep = 1;
     if (status != 0) {
         req_error(r, status, false);
@@ -885,6 +1017,19 @@ bool ing__conn_proxy_header(struct ing_conn *c, struct ing_buf *b)
     return true;
 }
 
+/* HTTP/2 upstream: the whole request body is in c->in, waiting for the stream's data
+ * provider to take it (so a client that half-closes after it is not cut off). */
+static bool req_body_received(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    if (r->h2s == NULL || r->h2 != NULL)
+        return false;
+    if (r->reqb.kind == ING_H1_BODY_LENGTH)
+        return c->in.len - r->body_off >= r->reqb.remaining;
+    return r->reqb.kind == ING_H1_BODY_CHUNKED && r->reqb.ck.done;
+}
+
 static void conn_process(struct ing_conn *c)
 {
     struct ing_worker *w = c->w;
@@ -914,7 +1059,7 @@ static void conn_process(struct ing_conn *c)
     while (!c->closing) {
         struct ing_req *r = c->req;
         if (r != NULL && c->state == ING_C_PROXY) {
-            if (c->eof && !r->req_done) {
+            if (c->eof && !r->req_done && !req_body_received(r)) {
                 req_abort(r); /* the client gave up before its body was complete */
                 return;
             }
@@ -958,8 +1103,7 @@ static void conn_process(struct ing_conn *c)
             c->req = r;
             if (c->state == ING_C_IDLE) {
                 c->state = ING_C_HEAD;
-                ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD,
-                            w->cur->snap->client_header_timeout_ms);
+                ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD, w->cur->snap->client_header_timeout_ms);
             }
         }
         const struct xds_snapshot *s = w->cur->snap;
@@ -1049,11 +1193,106 @@ static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
     return body;
 }
 
+static void dechunk_cb(void *arg, const char *data, size_t len);
+
+/* HTTP/2 upstream: makes the request body buffered in c->in ready for the stream's data
+ * provider (ing__req_body_take): a fixed-length body as it is, a chunked one de-chunked in
+ * place, so the decoded bytes are always the first r->body_ready bytes at body_off. */
+static void req_h2up_body(struct ing_req *r)
+{
+    struct ing_conn *c = r->c;
+
+    if (r->h2 == NULL && r->reqb.kind == ING_H1_BODY_CHUNKED && !r->reqb.ck.done) {
+        char *raw = c->in.base + r->body_off + r->body_ready;
+        uint32_t avail = c->in.len - (r->body_off + r->body_ready);
+        char *out = raw;
+        long k = avail > 0 ? ing_h1_chunked_scan(&r->reqb.ck, raw, avail, dechunk_cb, &out) : 0;
+        if (k < 0) {
+            if (!r->resp_started)
+                req_error(r, 400, true);
+            else
+                req_abort(r);
+            return;
+        }
+        if (r->route->max_body_bytes > 0 && r->reqb.ck.data_bytes > r->route->max_body_bytes) {
+            if (!r->resp_started)
+                req_error(r, 413, true);
+            else
+                req_abort(r);
+            return;
+        }
+        uint32_t dec = (uint32_t)(out - raw);
+        /* Close the gap between the decoded bytes and what follows the scanned ones (the next
+         * pipelined request, or the rest of this body). */
+        memmove(raw + dec, raw + k, avail - (uint32_t)k);
+        c->in.len -= (uint32_t)k - dec;
+        r->body_ready += dec;
+    }
+    ing__h2up_body_more(r);
+}
+
+/* Copies up to <max> request body bytes into <dst> for the HTTP/2 upstream stream's data
+ * provider and releases them: the client's buffer slides (HTTP/1.1) or its stream window
+ * reopens (HTTP/2), so the client sends more only as the upstream takes it. Sets *eof once
+ * the whole body was taken. */
+long ing__req_body_take(struct ing_req *r, char *dst, size_t max, bool *eof)
+{
+    struct ing_conn *c = r->c;
+    uint32_t n;
+
+    *eof = false;
+    if (c == NULL)
+        return -1;
+    if (r->h2 != NULL) {
+        struct ing_buf *b = &r->h2body;
+        n = (uint32_t)WR_MIN((size_t)(b->base ? b->len - b->off : 0), max);
+        if (n > 0)
+            memcpy(dst, b->base + b->off, n);
+        b->off += n;
+        if (b->off == b->len)
+            b->off = b->len = 0;
+        *eof = r->h2_end_stream && b->len == 0;
+        if (n > 0)
+            ing__h2_consumed_later(r, n);
+    } else {
+        uint32_t avail = r->body_ready;
+        if (r->reqb.kind == ING_H1_BODY_LENGTH)
+            avail = (uint32_t)WR_MIN((uint64_t)(c->in.len - r->body_off), r->reqb.remaining);
+        n = (uint32_t)WR_MIN((size_t)avail, max);
+        char *p = c->in.base + r->body_off;
+        memcpy(dst, p, n);
+        memmove(p, p + n, c->in.len - r->body_off - n);
+        c->in.len -= n;
+        if (r->reqb.kind == ING_H1_BODY_LENGTH) {
+            r->reqb.remaining -= n;
+            *eof = r->reqb.remaining == 0;
+        } else {
+            r->body_ready -= n;
+            *eof = r->reqb.ck.done && r->body_ready == 0;
+        }
+        if (!*eof)
+            client_read_start(c);
+    }
+    if (*eof)
+        r->req_done = 1;
+    return n;
+}
+
+/* The request has its upstream stream (ing_h2up.c): forward what the client sent already. */
+void ing__req_forward(struct ing_req *r)
+{
+    req_forward_body(r);
+}
+
 /* Sends what is buffered of the request (head first) to the upstream, respecting framing. */
 static void req_forward_body(struct ing_req *r)
 {
     struct ing_conn *c = r->c;
 
+    if (r->h2s != NULL) {
+        req_h2up_body(r);
+        return;
+    }
     while (r->up != NULL && r->up->state == ING_U_ACTIVE && !r->up_writing && c != NULL) {
         uv_buf_t bufs[5];
         unsigned n = 0;
@@ -1077,8 +1316,8 @@ static void req_forward_body(struct ing_req *r)
                 if (r->reqb.remaining == 0)
                     r->req_done = 1;
             } else {
-                long k = ing_h1_chunked_scan(&r->reqb.ck, c->in.base + r->body_off, avail, NULL,
-                                             NULL);
+                long k =
+                    ing_h1_chunked_scan(&r->reqb.ck, c->in.base + r->body_off, avail, NULL, NULL);
                 if (k < 0) {
                     if (!r->resp_started)
                         req_error(r, 400, true);
@@ -1166,7 +1405,7 @@ static void on_upstream_written(uv_write_t *wr, int status)
         return;
     }
     if (status < 0) {
-        ing__req_upstream_failed(r, 502, false);
+        ing__req_upstream_failed(r, 502, !r->got_resp_byte);
         return;
     }
     ing__req_upstream_written(r);
@@ -1193,25 +1432,49 @@ void ing__req_upstream_ready(struct ing_req *r)
     req_forward_body(r);
 }
 
-static void count_failure(struct ing_req *r)
+/* Counts a failure against the endpoint of <r>: <kind> is HC_OUTLIER_5XX for a 5xx the upstream
+ * sent, HC_OUTLIER_GATEWAY for a connect error, reset, timeout or cut body. */
+static void count_failure_kind(struct ing_req *r, int kind)
 {
     const struct xds_endpoint *ep;
 
     if (r->cluster == NULL || r->ep_idx < 0)
         return;
     ep = &r->cluster->eps[r->ep_idx];
-    if (ep->st != NULL)
+    if (ep->st != NULL) {
         xds_ctr_add(&ep->st->w[r->sr_worker->idx].failures, 1);
+        hc_outlier_report(ep->st, r->sr_worker->idx, kind);
+    }
+}
+
+static void count_failure(struct ing_req *r)
+{
+    count_failure_kind(r, HC_OUTLIER_GATEWAY);
+}
+
+/* An upstream answered below 500: its outlier streaks end. */
+static void count_success(struct ing_req *r)
+{
+    if (r->cluster == NULL || r->ep_idx < 0 || (unsigned)r->ep_idx >= r->cluster->n_eps)
+        return;
+    struct xds_ep_state *st = r->cluster->eps[r->ep_idx].st;
+    if (st != NULL)
+        hc_outlier_report(st, r->sr_worker->idx, HC_OUTLIER_SUCCESS);
 }
 
 void ing__req_upstream_failed(struct ing_req *r, int status, bool may_retry)
 {
-    count_failure(r);
+    /* A pooled connection the upstream had already closed (the keep-alive race) is not the
+     * endpoint's failure: it is retried and must not count toward an ejection. */
+    if (!(may_retry && r->up != NULL && r->up->reused && !r->got_resp_byte))
+        count_failure(r);
     if (r->up != NULL) {
         struct ing_up *u = r->up;
         r->up = NULL;
         ing__up_release(u, false);
     }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
     if (r->resp_started) {
         req_abort(r);
         return;
@@ -1320,7 +1583,9 @@ static int parse_response_head(struct ing_req *r)
                                        r->msg.method_id);
         if (rc == ING_H1_INCOMPLETE) {
             if (u->eof) {
-                ing__req_upstream_failed(r, 502, avail == 0 && u->reused);
+                /* Died before any answer: an idempotent, bodiless request may go elsewhere
+                 * (RFC 9110 §9.2.2), whether the connection was fresh or reused. */
+                ing__req_upstream_failed(r, 502, avail == 0);
                 return -1;
             }
             if (u->in.len == u->in.cap) {
@@ -1406,8 +1671,141 @@ static void response_data_h2(struct ing_req *r)
     ing__h2_resume(r);
 }
 
+/* HTTP/2 upstream: the response head in r->rmsg (ing_h2up.c filled it) decides the framing
+ * for an HTTP/1.1 client: the upstream's Content-Length, else chunked (with the trailers), or
+ * the end of the connection for an HTTP/1.0 client. */
+static bool h2up_response_head(struct ing_req *r)
+{
+    struct ing_h1_msg *m = &r->rmsg;
+    struct ing_h2s *hs = r->h2s;
+
+    if (r->msg.method_id == ING_H1_M_HEAD || m->status == 204 || m->status == 304) {
+        m->body = ING_H1_BODY_NONE;
+    } else if (m->flags & ING_H1_F_CONTENT_LENGTH) {
+        m->body = ING_H1_BODY_LENGTH;
+    } else if (hs->remote_end && hs->rlen == 0 && hs->trl.len == 0) {
+        m->body = ING_H1_BODY_LENGTH; /* complete already: say it is empty */
+        m->content_length = 0;
+        m->flags |= ING_H1_F_CONTENT_LENGTH;
+    } else if (r->msg.minor == 0) {
+        m->body = ING_H1_BODY_EOF;
+        r->client_keep = 0;
+    } else {
+        m->body = ING_H1_BODY_CHUNKED;
+    }
+    r->respb.kind = m->body;
+    r->respb.done = m->body == ING_H1_BODY_NONE;
+    r->status = m->status;
+    r->got_resp_byte = 1;
+    if (!r->req_done)
+        r->client_keep = 0; /* answered before the body ended: we will not read the rest */
+    if (!build_response_head(r))
+        return false;
+    r->resp_started = 1;
+    r->resp_head_pending = 1;
+    r->t_up_done_ns = wr_mono_ns();
+    return true;
+}
+
+/* HTTP/2 upstream -> HTTP/1.1 client: writes the head, then what the stream buffered, straight
+ * from its ring; the ring (and so the upstream's window) is released once written. */
+static void response_h2up_h1(struct ing_req *r)
+{
+    static char crlf[] = "\r\n";
+
+    while (r->h2s != NULL && !r->cl_writing && r->c != NULL) {
+        struct ing_h2s *hs = r->h2s;
+        if (!r->resp_started) {
+            if (!hs->head_ready)
+                return;
+            if (!h2up_response_head(r)) {
+                req_abort(r);
+                return;
+            }
+        }
+        uv_buf_t *bufs = r->iov;
+        unsigned n = 0;
+        uint32_t take = 0;
+        if (r->resp_head_pending) {
+            bufs[n++] = uv_buf_init(r->resp_out.base, r->resp_out.len);
+            r->resp_head_pending = 0;
+        }
+        if (!r->respb.done) {
+            uv_buf_t pieces[2];
+            unsigned np = ing__h2up_peek(r, pieces);
+            for (unsigned i = 0; i < np; i++)
+                take += (uint32_t)pieces[i].len;
+            bool chunked = r->respb.kind == ING_H1_BODY_CHUNKED;
+            if (take > 0 && chunked) {
+                int hl = snprintf(r->chunk_hdr, sizeof(r->chunk_hdr), "%x\r\n", take);
+                bufs[n++] = uv_buf_init(r->chunk_hdr, (unsigned)hl);
+            }
+            for (unsigned i = 0; i < np; i++)
+                bufs[n++] = pieces[i];
+            if (take > 0 && chunked)
+                bufs[n++] = uv_buf_init(crlf, 2);
+            if (hs->remote_end && hs->rlen == take) {
+                r->respb.done = 1;
+                uint32_t tl;
+                const char *tail = chunked ? ing__h2up_tail(r, &tl) : NULL;
+                if (chunked && tail == NULL) {
+                    req_abort(r);
+                    return;
+                }
+                if (tail != NULL)
+                    bufs[n++] = uv_buf_init((char *)tail, tl);
+            }
+        }
+        if (r->respb.done)
+            r->resp_done = 1;
+        if (n == 0) {
+            if (r->resp_done) {
+                req_finish(r);
+                return;
+            }
+            if (hs->failed) {
+                /* The stream ended without a complete response: the client must see a
+                 * truncated one (short body, missing last chunk, or a close), never a clean
+                 * end. */
+                req_abort(r);
+            }
+            return;
+        }
+        client_write(r, bufs, n, take);
+        return;
+    }
+}
+
+/* HTTP/2 upstream -> HTTP/2 client: the head now, the body pulled by the client's data
+ * provider (ing__resp_take). */
+static void response_h2up_h2(struct ing_req *r)
+{
+    struct ing_h2s *hs = r->h2s;
+
+    if (r->resp_started) {
+        ing__h2_resume(r);
+        return;
+    }
+    if (!hs->head_ready)
+        return;
+    r->status = r->rmsg.status;
+    r->got_resp_byte = 1;
+    r->resp_started = 1;
+    r->t_up_done_ns = wr_mono_ns();
+    bool body = !(hs->remote_end && hs->rlen == 0 && hs->trl.len == 0);
+    if (ing__h2_respond(r, 0, NULL, body) != 0)
+        req_abort(r);
+}
+
 void ing__req_response_data(struct ing_req *r)
 {
+    if (r->h2s != NULL) {
+        if (r->h2 != NULL)
+            response_h2up_h2(r);
+        else if (r->c != NULL)
+            response_h2up_h1(r);
+        return;
+    }
     if (r->h2 != NULL) {
         if (r->up != NULL)
             response_data_h2(r);
@@ -1493,6 +1891,17 @@ static void after_client_write(struct ing_req *r)
 
     if (c->state != ING_C_TUNNEL)
         ing__tq_del(&c->tn);
+    if (r->h2s != NULL) {
+        uint32_t n = r->cl_wr_len;
+        r->cl_wr_len = 0;
+        if (n > 0)
+            ing__h2up_taken(r, n);
+        if (r->resp_done)
+            req_finish(r);
+        else
+            ing__req_response_data(r);
+        return;
+    }
     if (r->up != NULL) {
         struct ing_up *u = r->up;
         u->in.off += r->cl_wr_len;
@@ -1533,6 +1942,8 @@ static void account(struct ing_req *r)
 
     if (rt == NULL)
         return;
+    if (r->got_resp_byte && r->status < 500)
+        count_success(r);
     if (r->wc_idx >= 0 && rt->wc[r->wc_idx].stats != NULL)
         xds_ctr_add(&xds_counters_w(rt->wc[r->wc_idx].stats, w->idx)[cls], 1);
     if (rt->rollout != NULL && r->colour >= 0 && rt->rollout->stats != NULL)
@@ -1550,7 +1961,7 @@ static void account(struct ing_req *r)
         xds_ctr_add(&k[XDS_HIST_BUCKETS + 1], 1);
     }
     if (r->status >= 500 && r->got_resp_byte && r->ep_idx >= 0)
-        count_failure(r); /* a 5xx the upstream sent; our own 5xx were counted as they arose */
+        count_failure_kind(r, HC_OUTLIER_5XX); /* our own 5xx were counted as they arose */
 }
 
 static void req_finish(struct ing_req *r)
@@ -1568,6 +1979,8 @@ static void req_finish(struct ing_req *r)
         r->up = NULL;
         ing__up_release(u, keep);
     }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
     bool keep = r->client_keep && r->req_done && !c->close_after && !w->draining &&
                 c->state != ING_C_TUNNEL;
     /* Drop the finished request's head and body from the buffer; pipelined bytes stay. */
@@ -1647,6 +2060,8 @@ long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
         *eof = r->canned_off == r->canned_len;
         return (long)n;
     }
+    if (r->h2s != NULL)
+        return ing__h2up_take(r, dst, max, eof);
     struct ing_up *u = r->up;
     if (u == NULL)
         return -1;
@@ -1718,6 +2133,8 @@ void ing__req_finish_h2(struct ing_req *r)
         r->up = NULL;
         ing__up_release(u, keep);
     }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
     if (!r->h2_end_stream && !r->h2_closed)
         ing__h2_reset(r, NGHTTP2_NO_ERROR); /* answered: the rest of the body is not needed */
     else
@@ -1733,6 +2150,8 @@ void ing__req_abort_h2(struct ing_req *r)
         r->up = NULL;
         ing__up_release(u, false);
     }
+    if (r->h2s != NULL)
+        ing__h2up_release(r);
     if (r->h2 != NULL)
         ing__h2_reset(r, NGHTTP2_INTERNAL_ERROR);
     r->c = NULL;

@@ -16,11 +16,11 @@
  * (more than ING_H2_MAX_CONTINUATIONS frames in one header block), SETTINGS/PING floods
  * (more than ING_H2_MAX_CONTROL per second), and at most ING_H2_MAX_OUTBOUND_ACK queued acks.
  */
-#include <nghttp2/nghttp2.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <nghttp2/nghttp2.h>
 
 #include "ing_priv.h"
 
@@ -38,6 +38,7 @@ struct ing_h2conn {
     struct ing_buf out; /* serialized frames waiting for the socket */
     uv_write_t wreq;
     struct wr_list streams; /* active requests (ing_req.link) */
+    struct wr_list dlink;   /* w->h2_dflushq: a flush asked for from an upstream session */
     unsigned n_streams;
     bool writing;
     bool goaway_sent;
@@ -221,8 +222,7 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
     }
     struct ing_req *r = ing__req_get(c->w);
     if (r == NULL) {
-        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, f->hd.stream_id,
-                                  NGHTTP2_INTERNAL_ERROR);
+        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
         return 0;
     }
     r->c = c;
@@ -274,6 +274,13 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     struct ing_req *r = stream_req(h, f->hd.stream_id);
     uint32_t limit = h->c->w->cur->snap->max_header_bytes;
 
+    if (r != NULL && f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_HEADERS &&
+        r->h2_head_done) {
+        /* Trailers (nghttp2 checked there is no pseudo-header): kept for an HTTP/2 upstream;
+         * an HTTP/1.1 one does not get them. Over the limit, the rest is dropped. */
+        ing__trl_add(r->sr_worker, &r->h2trl, name, namelen, value, valuelen, limit);
+        return 0;
+    }
     if (r == NULL || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST ||
         r->h2_bad)
         return 0;
@@ -328,11 +335,10 @@ static int method_id(struct wr_str m)
     static const struct {
         const char *s;
         int id;
-    } t[] = {{"GET", ING_H1_M_GET},         {"HEAD", ING_H1_M_HEAD},
-             {"POST", ING_H1_M_POST},       {"PUT", ING_H1_M_PUT},
-             {"DELETE", ING_H1_M_DELETE},   {"CONNECT", ING_H1_M_CONNECT},
-             {"OPTIONS", ING_H1_M_OPTIONS}, {"TRACE", ING_H1_M_TRACE},
-             {"PATCH", ING_H1_M_PATCH}};
+    } t[] = {
+        {"GET", ING_H1_M_GET},         {"HEAD", ING_H1_M_HEAD},     {"POST", ING_H1_M_POST},
+        {"PUT", ING_H1_M_PUT},         {"DELETE", ING_H1_M_DELETE}, {"CONNECT", ING_H1_M_CONNECT},
+        {"OPTIONS", ING_H1_M_OPTIONS}, {"TRACE", ING_H1_M_TRACE},   {"PATCH", ING_H1_M_PATCH}};
 
     for (size_t i = 0; i < WR_ARRAY_LEN(t); i++)
         if (wr_str_eq(m, t[i].s, strlen(t[i].s)))
@@ -344,6 +350,7 @@ static int method_id(struct wr_str m)
 static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stream)
 {
     struct ing_h1_msg *m = &r->msg;
+    bool te_trailers = false;
 
     fix_slice(r, &m->method);
     fix_slice(r, &m->target);
@@ -351,6 +358,9 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
     for (unsigned i = 0; i < m->n_hdrs; i++) {
         m->hdrs[i].name = r->h2hdr.base + (uintptr_t)m->hdrs[i].name;
         m->hdrs[i].value = r->h2hdr.base + (uintptr_t)m->hdrs[i].value;
+        if (m->hdrs[i].id == ING_H1_H_TE)
+            te_trailers =
+                wr_str_eq((struct wr_str){m->hdrs[i].value, m->hdrs[i].value_len}, "trailers", 8);
         if (m->hdrs[i].id == ING_H1_H_HOST && m->host.p == NULL) {
             m->host.p = m->hdrs[i].value;
             m->host.len = m->hdrs[i].value_len;
@@ -367,7 +377,7 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
         m->host = m->authority; /* :authority wins over Host (RFC 9113 §8.3.1) */
     m->method_id = (uint8_t)method_id(m->method);
     m->minor = 1;
-    m->flags = ING_H1_F_KEEP_ALIVE;
+    m->flags = ING_H1_F_KEEP_ALIVE | (te_trailers ? ING_H1_F_TE_TRAILERS : 0);
     if (m->target.p != NULL) {
         const char *q = memchr(m->target.p, '?', m->target.len);
         m->path.p = m->target.p;
@@ -515,6 +525,19 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t err, void 
 
 /* ---- the response ---- */
 
+/* Sends the HTTP/2 upstream's trailers (grpc-status...) of <r>, if it sent any. */
+static bool submit_trailers(nghttp2_session *ses, struct ing_req *r)
+{
+    struct wr_str names[ING_MAX_HDRS], values[ING_MAX_HDRS];
+    nghttp2_nv nv[ING_MAX_HDRS];
+    unsigned n = ing__h2up_trailers(r, names, values, ING_MAX_HDRS);
+
+    for (unsigned i = 0; i < n; i++)
+        nv[i] = (nghttp2_nv){(uint8_t *)names[i].p, (uint8_t *)values[i].p, names[i].len,
+                             values[i].len, NGHTTP2_NV_FLAG_NONE};
+    return n > 0 && nghttp2_submit_trailer(ses, r->stream_id, nv, n) == 0;
+}
+
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
@@ -527,6 +550,8 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     if (eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         r->resp_done = 1;
+        if (r->h2s != NULL && submit_trailers(ses, r))
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers' HEADERS end it */
         return n;
     }
     if (n == 0) {
@@ -536,8 +561,7 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     return n;
 }
 
-static void nv_add(nghttp2_nv *nv, size_t *n, const char *name, size_t nl, const char *v,
-                   size_t vl)
+static void nv_add(nghttp2_nv *nv, size_t *n, const char *name, size_t nl, const char *v, size_t vl)
 {
     nv[*n] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)v, nl, vl, NGHTTP2_NV_FLAG_NONE};
     (*n)++;
@@ -574,7 +598,9 @@ int ing__h2_respond(struct ing_req *r, int status, const char *location, bool bo
         nv_add(nv, &n, "strict-transport-security", 25, rt->hsts.header_value,
                strlen(rt->hsts.header_value));
     if (r->set_track && r->colour >= 0)
-        nv_add(nv, &n, "set-cookie", 10, r->colour ? "weir-track=green; Path=/; HttpOnly" : "weir-track=blue; Path=/; HttpOnly",
+        nv_add(nv, &n, "set-cookie", 10,
+               r->colour ? "weir-track=green; Path=/; HttpOnly"
+                         : "weir-track=blue; Path=/; HttpOnly",
                r->colour ? 34 : 33);
     nghttp2_data_provider prd = {.source.ptr = r, .read_callback = data_read};
     int rc = nghttp2_submit_response(h->ses, r->stream_id, nv, n, body ? &prd : NULL);
@@ -582,6 +608,27 @@ int ing__h2_respond(struct ing_req *r, int status, const char *location, bool bo
         return -1;
     if (!body)
         r->resp_done = 1;
+    ing__h2_flush(r->c);
+    return 0;
+}
+
+/* Answers a gRPC request with an error of ours: a trailers-only response (HEADERS with
+ * END_STREAM) carrying <code> as grpc-status and <msg> as grpc-message. */
+int ing__h2_respond_grpc(struct ing_req *r, unsigned code, const char *msg)
+{
+    struct ing_h2conn *h = r->h2;
+    char st[12];
+    nghttp2_nv nv[5];
+    size_t n = 0;
+
+    snprintf(st, sizeof(st), "%u", code);
+    nv_add(nv, &n, ":status", 7, "200", 3);
+    nv_add(nv, &n, "content-type", 12, "application/grpc", 16);
+    nv_add(nv, &n, "grpc-status", 11, st, strlen(st));
+    nv_add(nv, &n, "grpc-message", 12, msg, strlen(msg));
+    if (nghttp2_submit_response(h->ses, r->stream_id, nv, n, NULL) != 0)
+        return -1;
+    r->resp_done = 1;
     ing__h2_flush(r->c);
     return 0;
 }
@@ -606,6 +653,33 @@ void ing__h2_consumed(struct ing_req *r, size_t n)
     nghttp2_session_consume(h->ses, r->stream_id, n);
     if (!h->in_recv)
         ing__h2_flush(r->c);
+}
+
+/* Like ing__h2_consumed(), from inside an upstream session's callbacks: the WINDOW_UPDATE
+ * goes out from the worker's idle callback, so this session is not entered from there. */
+void ing__h2_consumed_later(struct ing_req *r, size_t n)
+{
+    struct ing_h2conn *h = r->h2;
+    struct ing_worker *w = r->sr_worker;
+
+    if (h == NULL || n == 0)
+        return;
+    nghttp2_session_consume(h->ses, r->stream_id, n);
+    if (wr_list_empty(&h->dlink)) {
+        ing__h2_defer_schedule(w);
+        wr_list_insert_tail(&w->h2_dflushq, &h->dlink);
+    }
+}
+
+/* Flushes the connections ing__h2_consumed_later() queued (the worker's idle callback). */
+void ing__h2_run_deferred(struct ing_worker *w)
+{
+    while (!wr_list_empty(&w->h2_dflushq)) {
+        struct ing_h2conn *h = WR_CONTAINER_OF(w->h2_dflushq.next, struct ing_h2conn, dlink);
+        wr_list_remove(&h->dlink);
+        if (!h->c->closing)
+            ing__h2_flush(h->c);
+    }
 }
 
 /* Ends the stream of <r> early (error or abort). */
@@ -653,6 +727,7 @@ int ing__h2_start(struct ing_conn *c)
         return -1;
     h->c = c;
     wr_list_init(&h->streams);
+    wr_list_init(&h->dlink);
     if (nghttp2_session_callbacks_new(&cbs) != 0) {
         free(h);
         return -1;
@@ -699,8 +774,8 @@ void ing__h2_input(struct ing_conn *c)
 
     if (avail > 0) {
         h->in_recv = true;
-        ssize_t n = nghttp2_session_mem_recv(h->ses, (const uint8_t *)c->in.base + c->in.off,
-                                             avail);
+        ssize_t n =
+            nghttp2_session_mem_recv(h->ses, (const uint8_t *)c->in.base + c->in.off, avail);
         h->in_recv = false;
         if (c->closing)
             return;
@@ -764,6 +839,7 @@ void ing__h2_free(struct ing_conn *c)
     if (h == NULL)
         return;
     ing__h2_close_streams(c);
+    wr_list_remove(&h->dlink);
     nghttp2_session_del(h->ses);
     ing__buf_release(c->w, &h->out);
     c->h2 = NULL;

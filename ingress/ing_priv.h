@@ -23,11 +23,11 @@
 #include <weir/wr.h>
 #include <weir/xds.h>
 
-#define ING_BLOCK_SIZE   16384 /* pooled I/O buffer size */
-#define ING_MAX_HDRS     128   /* header fields per message */
-#define ING_POOL_BLOCKS  512   /* free blocks a worker keeps */
-#define ING_POOL_REQS    256   /* free request objects a worker keeps */
-#define ING_LOGBUF_SIZE  65536 /* access-log buffer a worker fills before handing it over */
+#define ING_BLOCK_SIZE  16384 /* pooled I/O buffer size */
+#define ING_MAX_HDRS    128   /* header fields per message */
+#define ING_POOL_BLOCKS 512   /* free blocks a worker keeps */
+#define ING_POOL_REQS   256   /* free request objects a worker keeps */
+#define ING_LOGBUF_SIZE 65536 /* access-log buffer a worker fills before handing it over */
 
 struct ing_worker;
 struct ing_server;
@@ -72,11 +72,11 @@ struct ing_listener {
     char *name;
     char *address;
     bool is_tls;
-    bool h2c; /* HTTP/2 with prior knowledge accepted */
+    bool h2c;            /* HTTP/2 with prior knowledge accepted */
     bool proxy_protocol; /* connections start with a PROXY header */
     bool closing;
-    bool handle_closed; /* freed when the last of its connections closes */
-    unsigned n_conns;   /* connections accepted on it and still open */
+    bool handle_closed;         /* freed when the last of its connections closes */
+    unsigned n_conns;           /* connections accepted on it and still open */
     void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
     struct xds_counters *stats; /* ref held */
 };
@@ -93,11 +93,11 @@ struct ing_snapref {
 /* ---- requests and connections ---- */
 
 enum ing_conn_state {
-    ING_C_IDLE = 0,    /* between requests, no buffer */
-    ING_C_HEAD,        /* reading a request head */
-    ING_C_PROXY,       /* a request is being proxied */
-    ING_C_TUNNEL,      /* after 101: bytes both ways */
-    ING_C_H2,          /* an HTTP/2 connection: requests are its streams */
+    ING_C_IDLE = 0, /* between requests, no buffer */
+    ING_C_HEAD,     /* reading a request head */
+    ING_C_PROXY,    /* a request is being proxied */
+    ING_C_TUNNEL,   /* after 101: bytes both ways */
+    ING_C_H2,       /* an HTTP/2 connection: requests are its streams */
     ING_C_CLOSING,
 };
 
@@ -108,9 +108,9 @@ struct ing_conn {
     struct ing_worker *w;
     struct ing_listener *lst;
     struct ing_req *req;
-    struct ing_tls *tls; /* NULL on a plain connection */
+    struct ing_tls *tls;   /* NULL on a plain connection */
     struct ing_h2conn *h2; /* HTTP/2 session, NULL for HTTP/1.1 */
-    struct ing_buf in;   /* plaintext */
+    struct ing_buf in;     /* plaintext */
     struct ing_tnode tn;
     struct wr_list link; /* w->conns */
     uint8_t peer[16];    /* client address: IPv4 in the first 4 bytes, or IPv6 */
@@ -120,7 +120,7 @@ struct ing_conn {
     uint8_t reading : 1; /* uv_read_start active */
     uint8_t eof : 1;     /* client sent FIN */
     uint8_t closing : 1;
-    uint8_t close_after : 1; /* close once the current response is written */
+    uint8_t close_after : 1;   /* close once the current response is written */
     uint8_t proxy_pending : 1; /* a PROXY protocol header must come first */
     uint32_t nreqs;
 };
@@ -143,16 +143,17 @@ struct ing_up {
     struct ing_tls *tls;     /* TLS to the upstream, NULL for cleartext */
     struct ing_buf in;       /* plaintext */
     struct ing_tnode tn;
-    struct wr_list idle_link; /* st->w[i].idle */
+    struct wr_list idle_link; /* st->w[i].idle (HTTP/2 sessions: while they take streams) */
     uint8_t state;            /* enum ing_up_state */
     uint8_t reading : 1;
     uint8_t closing : 1;
     uint8_t reused : 1; /* has served a request before */
     uint8_t eof : 1;    /* the upstream closed or reset */
+    uint8_t is_h2 : 1;  /* the connection of an HTTP/2 session (struct ing_h2up, ing_h2up.c) */
     uint32_t nreqs;
-    uint32_t idle_ms;      /* pool idle timeout of its cluster */
-    uint32_t max_idle;     /* pool size limit of its cluster */
-    struct wr_list wlink;  /* w->ups */
+    uint32_t idle_ms;     /* pool idle timeout of its cluster */
+    uint32_t max_idle;    /* pool size limit of its cluster */
+    struct wr_list wlink; /* w->ups */
 };
 
 /* Body framing progress of one direction. */
@@ -169,37 +170,40 @@ struct ing_req {
     struct ing_conn *c;
     struct ing_worker *sr_worker; /* the worker this request runs on */
     struct ing_up *up;
+    struct ing_h2s *h2s;    /* the stream on an HTTP/2 upstream (cluster protocol h2/h2c) */
     struct ing_snapref *sr; /* pinned snapshot */
     const struct xds_route *route;
     const struct xds_cluster *cluster;
-    int wc_idx;  /* index in route->wc */
-    int ep_idx;  /* endpoint index in cluster */
-    int colour;  /* rollout colour (0 blue, 1 green), -1 none */
+    int wc_idx; /* index in route->wc */
+    int ep_idx; /* endpoint index in cluster */
+    int colour; /* rollout colour (0 blue, 1 green), -1 none */
     /* HTTP/2: the stream this request is (h2 == NULL for HTTP/1.1) */
     struct ing_h2conn *h2;
     int32_t stream_id;
-    uint16_t h2_bad;         /* status to answer once the head is complete (431...) */
+    uint16_t h2_bad;           /* status to answer once the head is complete (431...) */
     uint8_t h2_end_stream : 1; /* the client finished sending */
     uint8_t h2_head_done : 1;
     uint8_t h2_deferred : 1; /* the data provider waits for upstream bytes */
     uint8_t h2_closed : 1;   /* nghttp2 closed the stream */
     uint64_t h2_body_total;
+    uint32_t body_ready;   /* HTTP/1.1 client, HTTP/2 upstream: de-chunked bytes at body_off */
     struct ing_buf h2hdr;  /* copies of the header block */
     struct ing_buf h2body; /* request body received, not yet forwarded */
+    struct ing_buf h2trl;  /* request trailers of an HTTP/2 client (ing__trl_add records) */
     const char *canned;    /* an answer of our own (HTTP/2 error body) */
     uint32_t canned_len, canned_off;
     char chunk_hdr[24]; /* chunk-size line when re-framing an HTTP/2 body for HTTP/1.1 */
-    size_t scan; /* head end search progress */
+    size_t scan;        /* head end search progress */
     struct ing_h1_msg msg;
     struct ing_h1_hdr hdrs[ING_MAX_HDRS];
     struct ing_h1_msg rmsg; /* upstream response head */
     struct ing_h1_hdr rhdrs[ING_MAX_HDRS];
     size_t rscan;
-    uint32_t body_off; /* c->in offset of the first unforwarded request body byte */
-    struct ing_body reqb;  /* request body: client -> upstream */
-    struct ing_body respb; /* response body: upstream -> client */
-    uv_write_t up_wr;      /* write to upstream in flight */
-    uv_write_t cl_wr;      /* write to client in flight */
+    uint32_t body_off;       /* c->in offset of the first unforwarded request body byte */
+    struct ing_body reqb;    /* request body: client -> upstream */
+    struct ing_body respb;   /* response body: upstream -> client */
+    uv_write_t up_wr;        /* write to upstream in flight */
+    uv_write_t cl_wr;        /* write to client in flight */
     struct ing_buf head_out; /* serialized upstream request head (kept for a retry) */
     struct ing_buf resp_out; /* serialized response head to the client */
     uv_buf_t iov[64];        /* client write vector (dechunked pieces) */
@@ -207,10 +211,10 @@ struct ing_req {
     uint32_t cl_wr_len;      /* bytes of up->in handed to the client write */
     uint8_t up_writing : 1;
     uint8_t cl_writing : 1;
-    uint8_t head_sent : 1;  /* upstream request head fully written */
+    uint8_t head_sent : 1;    /* upstream request head fully written */
     uint8_t resp_started : 1; /* response head sent (or being sent) to the client */
     uint8_t resp_done : 1;
-    uint8_t req_done : 1;    /* request body fully forwarded */
+    uint8_t req_done : 1; /* request body fully forwarded */
     uint8_t upstream_keep : 1;
     uint8_t retried : 1;
     uint8_t expect_continue : 1;
@@ -221,8 +225,8 @@ struct ing_req {
     uint8_t set_track : 1;         /* answer with a weir-track cookie */
     uint8_t resp_head_pending : 1; /* resp_out not yet handed to the client */
     uint8_t up_used : 1;           /* an upstream answered this request */
-    uint8_t exclude[64]; /* endpoints tried (first 64) */
-    uint16_t status;     /* status sent to the client */
+    uint8_t exclude[64];           /* endpoints tried (first 64) */
+    uint16_t status;               /* status sent to the client */
     uint64_t bytes_in, bytes_out;
     uint64_t t_start_ns, t_up_ns, t_up_done_ns;
     char request_id[33];
@@ -241,13 +245,13 @@ struct ing_worker {
     uv_timer_t timer; /* timeout queues */
     uv_timer_t log_timer;
     _Atomic(struct xds_snapshot *) inbox;
-    _Atomic uint32_t cmd;             /* ING_CMD_* bits */
+    _Atomic uint32_t cmd;            /* ING_CMD_* bits */
     _Atomic uint64_t served_version; /* version of w->cur, for the control thread */
     struct ing_snapref *cur;
     struct wr_list retired; /* snaprefs still pinned */
     struct wr_list listeners;
     struct wr_list conns;
-    struct wr_list ups; /* every upstream connection of this worker */
+    struct wr_list ups;       /* every upstream connection of this worker */
     struct wr_list tls_pumpq; /* TLS connections with bytes left to decrypt */
     uv_idle_t tls_pump;
     struct ing_tq tqs[32];
@@ -257,12 +261,22 @@ struct ing_worker {
     unsigned n_free_blocks;
     struct wr_list free_reqs;
     unsigned n_free_reqs;
+    uv_write_t *free_wreqs[256]; /* write requests for TLS connections with a queued write */
+    unsigned n_free_wreqs;
     uint64_t rng;
     bool draining;
     bool stopping;
     bool thread_started;
     bool loop_ready;
     unsigned n_conns;
+    /* HTTP/2 sessions' deferred work (ing_h2up.c), set up on first use: flushes asked for from
+     * inside another session's callbacks run from an idle callback instead, so no nghttp2
+     * session is ever entered from inside another one. */
+    uv_idle_t h2_idle;
+    bool h2_idle_ready;
+    struct wr_list h2_flushq;  /* upstream sessions to flush */
+    struct wr_list h2_dflushq; /* client HTTP/2 connections to flush */
+    struct wr_list h2_notifyq; /* upstream streams with news for their request */
     /* access log */
     struct ing_logchunk *logbuf; /* being filled */
     uint64_t log_sec;            /* second that log_time holds */
@@ -278,7 +292,7 @@ struct ing_worker {
 struct ing_server {
     uv_loop_t *loop; /* control */
     const char *config_path;
-    char *config_text; /* the file as of the last successful load */
+    char *config_text;              /* the file as of the last successful load */
     struct ing_override *overrides; /* rollout weights set through the admin API */
     unsigned n_overrides;
     struct xds_stats_reg *reg;
@@ -288,6 +302,7 @@ struct ing_server {
     unsigned nworkers;
     _Atomic int state; /* enum ing_state */
     struct ing_admin *admin;
+    struct hc_manager *hc; /* health checks and outlier ejections */
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t drain_timer;
     uv_timer_t sweep_timer; /* frees stats entries no snapshot uses any more */
@@ -316,6 +331,8 @@ void ing__server_worker_exited(struct ing_server *srv);
 void ing__worker_publish(struct ing_worker *w, struct xds_snapshot *s);
 void ing__worker_command(struct ing_worker *w, uint32_t cmd);
 char *ing__block_get(struct ing_worker *w);
+uv_write_t *ing__wreq_get(struct ing_worker *w);
+void ing__wreq_put(struct ing_worker *w, uv_write_t *wr);
 void ing__block_put(struct ing_worker *w, char *b);
 void ing__buf_release(struct ing_worker *w, struct ing_buf *b);
 struct ing_req *ing__req_get(struct ing_worker *w);
@@ -341,8 +358,7 @@ void ing__req_upstream_written(struct ing_req *r);
 void ing__conn_input(struct ing_conn *c);
 int ing__proxyproto_parse(struct ing_conn *c, const char *p, size_t len);
 bool ing__conn_proxy_header(struct ing_conn *c, struct ing_buf *b);
-int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n,
-                   uv_write_cb cb);
+int ing__conn_send(struct ing_conn *c, uv_write_t *req, uv_buf_t *bufs, unsigned n, uv_write_cb cb);
 void ing__req_start_h2(struct ing_req *r, int status);
 void ing__req_body_more(struct ing_req *r);
 void ing__req_finish_h2(struct ing_req *r);
@@ -360,6 +376,7 @@ void ing__h2_free(struct ing_conn *c);
 bool ing__h2_writing(struct ing_conn *c);
 bool ing__h2_busy(struct ing_conn *c);
 int ing__h2_respond(struct ing_req *r, int status, const char *location, bool body);
+int ing__h2_respond_grpc(struct ing_req *r, unsigned code, const char *msg);
 void ing__h2_resume(struct ing_req *r);
 void ing__h2_consumed(struct ing_req *r, size_t n);
 void ing__h2_reset(struct ing_req *r, uint32_t code);
@@ -367,6 +384,7 @@ void ing__h2_detach(struct ing_req *r);
 
 /* ing_tls.c: TLS on client and upstream connections */
 struct ing_tls;
+
 struct ing_tls_ops {
     void (*input)(void *owner, long n); /* n plaintext bytes added (0: none), -2: close_notify */
     void (*fail)(void *owner);          /* fatal TLS or socket error: close */
@@ -394,6 +412,63 @@ void ing__up_read_start(struct ing_up *u);
 void ing__up_read_stop(struct ing_up *u);
 int ing__up_write(struct ing_up *u, uv_buf_t *bufs, unsigned n);
 void ing__up_close_idle_all(struct ing_worker *w);
+void ing__up_close_idle_draining(struct ing_worker *w);
+
+/* ing_h2up.c: HTTP/2 to upstreams (clusters with protocol "h2" or "h2c") */
+#define ING_H2UP_WINDOW 65536 /* per-stream receive window = the most a stream buffers */
+
+/* The stream of a request on an upstream HTTP/2 session. Owned by the request (r->h2s): it
+ * outlives its stream on the session (the response was received whole, or the session died)
+ * while the client still takes the buffered body. */
+struct ing_h2s {
+    struct ing_h2up *s; /* the session while the stream is open there, else NULL */
+    struct ing_req *r;
+    int32_t id;             /* stream id, 0 before it was submitted */
+    struct wr_list link;    /* s->streams */
+    struct wr_list nlink;   /* w->h2_notifyq */
+    char *ring;             /* response body received, not yet taken (ING_H2UP_WINDOW bytes) */
+    uint32_t rhead, rlen;   /* ring[rhead...] for rlen bytes, wrapping around */
+    uint32_t hbytes;        /* response header bytes so far (max_header_bytes) */
+    struct ing_buf hdr;     /* response header block (then r->rmsg points into it) */
+    struct ing_buf trl;     /* response trailers (ing__trl_add records) */
+    struct ing_buf tail;    /* last chunk and trailers for an HTTP/1.1 client */
+    uint64_t deadline;      /* loop time: inactivity limit (route timeout_ms) */
+    uint16_t fail_status;   /* failed before the response head: 502 or 504 */
+    uint8_t head_ready : 1; /* a final response head is in r->rmsg */
+    uint8_t remote_end : 1; /* END_STREAM received: the response is complete */
+    uint8_t failed : 1;     /* ended without a complete response */
+    uint8_t retryable : 1;  /* failed before the upstream processed it */
+    uint8_t deferred : 1;   /* the request body's data provider waits for bytes */
+    uint8_t counted : 1;    /* counted in the endpoint's requests */
+};
+
+struct ing_h2up;
+void ing__h2up_acquire(struct ing_req *r, const struct xds_endpoint *ep);
+void ing__h2up_release(struct ing_req *r);
+void ing__h2up_body_more(struct ing_req *r);
+unsigned ing__h2up_peek(struct ing_req *r, uv_buf_t *pieces);
+void ing__h2up_taken(struct ing_req *r, uint32_t n);
+long ing__h2up_take(struct ing_req *r, char *dst, size_t max, bool *eof);
+unsigned ing__h2up_trailers(struct ing_req *r, struct wr_str *names, struct wr_str *values,
+                            unsigned max);
+const char *ing__h2up_tail(struct ing_req *r, uint32_t *len);
+void ing__h2up_timeout(struct ing_up *u, uint8_t kind);
+void ing__h2up_close_idle(struct ing_up *u);
+void ing__h2_defer_schedule(struct ing_worker *w);
+bool ing__trl_add(struct ing_worker *w, struct ing_buf *b, const void *name, size_t nl,
+                  const void *value, size_t vl, uint32_t limit);
+unsigned ing__trl_list(const struct ing_buf *b, struct wr_str *names, struct wr_str *values,
+                       unsigned max);
+/* ing_conn.c, for ing_h2up.c */
+long ing__req_body_take(struct ing_req *r, char *dst, size_t max, bool *eof);
+void ing__req_forward(struct ing_req *r);
+bool ing__hdr_forwarded(const struct ing_h1_hdr *h);
+struct wr_str ing__req_host(struct ing_req *r);
+struct wr_str ing__req_id(struct ing_req *r);
+void ing__client_ip(const struct ing_conn *c, char *out, size_t len);
+/* ing_h2.c, for ing_h2up.c */
+void ing__h2_consumed_later(struct ing_req *r, size_t n);
+void ing__h2_run_deferred(struct ing_worker *w);
 
 /* ing_accesslog.c */
 struct ing_logchunk {
@@ -401,6 +476,7 @@ struct ing_logchunk {
     size_t len;
     char data[ING_LOGBUF_SIZE];
 };
+
 void ing__log_request(struct ing_worker *w, struct ing_req *r);
 void ing__log_flush(struct ing_worker *w);
 int ing__alog_init(struct ing_server *srv);

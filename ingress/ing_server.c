@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <weir/hc.h>
+
 #include "ing_priv.h"
 
 static struct xds_snapshot *hook_snapshot(void *arg)
@@ -82,6 +84,9 @@ static void overrides_apply(struct ing_server *srv, struct xds_snapshot *s)
 /* Hands <s> (one reference, ours) to every worker and makes it the current snapshot. */
 static void publish(struct ing_server *srv, struct xds_snapshot *s)
 {
+    /* Health first: a worker adopting <s> must already see the flags of its endpoints (new
+     * ones in their initial state, removed ones draining). */
+    hc_manager_update(srv->hc, s);
     for (unsigned i = 0; i < srv->nworkers; i++)
         ing__worker_publish(&srv->workers[i], s);
     xds_snapshot_unref(srv->snap);
@@ -238,6 +243,8 @@ static void on_exit_async(uv_async_t *h)
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+    hc_manager_close(srv->hc); /* after the workers are joined: none reports any more */
+    srv->hc = NULL;
     if (srv->admin != NULL)
         ing_admin_close(srv->admin);
     srv->admin = NULL;
@@ -330,6 +337,8 @@ int ing_server_run(const struct ing_server_opts *opts)
         wr_err("admin API: cannot listen on %s: %s", srv->snap->admin_address, err);
         rc = 1;
     }
+    srv->hc = hc_manager_new(&loop);
+    hc_manager_update(srv->hc, srv->snap);
     srv->workers = wr_xcalloc(srv->nworkers, sizeof(*srv->workers));
     for (unsigned i = 0; i < srv->nworkers && rc == 0; i++) {
         srv->workers[i].idx = i;

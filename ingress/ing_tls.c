@@ -33,7 +33,7 @@ struct ing_tls {
     struct ing_buf cin;   /* ciphertext received, not yet given to OpenSSL */
     struct ing_buf cout;  /* ciphertext being written */
     struct ing_buf cnext; /* ciphertext produced while cout is being written */
-    uv_write_t wreq;
+    uv_write_t *wreq; /* only while a write is queued: idle connections stay small */
     uv_write_t *user_req; /* a caller's write waiting for its bytes to be flushed */
     uv_write_cb user_cb;
     struct wr_list pump_link; /* w->tls_pumpq */
@@ -132,9 +132,11 @@ static void flush(struct ing_tls *t);
 
 static void on_tls_written(uv_write_t *wr, int status)
 {
-    struct ing_tls *t = WR_CONTAINER_OF(wr, struct ing_tls, wreq);
+    struct ing_tls *t = wr->data;
     struct ing_worker *w = t->w;
 
+    ing__wreq_put(w, t->wreq);
+    t->wreq = NULL;
     t->writing = false;
     ing__buf_release(w, &t->cout);
     if (status < 0) {
@@ -163,7 +165,20 @@ static void flush(struct ing_tls *t)
     if (t->writing || t->cout.base == NULL)
         return;
     uv_buf_t b = uv_buf_init(t->cout.base + t->cout.off, t->cout.len - t->cout.off);
-    int rc = ing__send(t->stream, &t->wreq, &b, 1, on_tls_written);
+    if (t->wreq == NULL) {
+        t->wreq = ing__wreq_get(w);
+        if (t->wreq == NULL) {
+            t->failed = true;
+            ing__buf_release(w, &t->cout);
+            return;
+        }
+        t->wreq->data = t;
+    }
+    int rc = ing__send(t->stream, t->wreq, &b, 1, on_tls_written);
+    if (rc != 0) { /* not queued: the request is free again */
+        ing__wreq_put(w, t->wreq);
+        t->wreq = NULL;
+    }
     if (rc < 0) {
         t->failed = true;
         ing__buf_release(w, &t->cout);
@@ -376,6 +391,8 @@ void ing__tls_free(struct ing_tls *t)
     if (t == NULL)
         return;
     wr_list_remove(&t->pump_link);
+    if (t->wreq != NULL)
+        ing__wreq_put(t->w, t->wreq);
     ing__buf_release(t->w, &t->cin);
     ing__buf_release(t->w, &t->cout);
     ing__buf_release(t->w, &t->cnext);

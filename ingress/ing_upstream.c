@@ -200,8 +200,7 @@ static int up_tls_handshake_cb(void *owner)
     return 0;
 }
 
-static const struct ing_tls_ops up_tls_ops = {up_tls_input_cb, up_tls_fail_cb,
-                                              up_tls_handshake_cb};
+static const struct ing_tls_ops up_tls_ops = {up_tls_input_cb, up_tls_fail_cb, up_tls_handshake_cb};
 
 static void on_connect(uv_connect_t *creq, int status)
 {
@@ -256,7 +255,10 @@ void ing__up_acquire(struct ing_req *r, const struct xds_endpoint *ep)
     struct xds_ep_state *st = ep->st;
     struct ing_up *u;
 
-    if (st != NULL && !wr_list_empty(&st->w[w->idx].idle)) {
+    /* Idle connections are at the head of the list; HTTP/2 sessions (of a cluster that was
+     * "h2" before a reload) at its tail. */
+    if (st != NULL && !wr_list_empty(&st->w[w->idx].idle) &&
+        !WR_CONTAINER_OF(st->w[w->idx].idle.next, struct ing_up, idle_link)->is_h2) {
         struct xds_ep_wstate *ws = &st->w[w->idx];
         u = WR_CONTAINER_OF(ws->idle.next, struct ing_up, idle_link);
         wr_list_remove(&u->idle_link);
@@ -328,6 +330,10 @@ void ing__up_timeout(struct ing_up *u, uint8_t kind)
 {
     struct ing_req *r = u->req;
 
+    if (u->is_h2) {
+        ing__h2up_timeout(u, kind);
+        return;
+    }
     if (r == NULL || kind == ING_TQ_UP_IDLE) {
         up_close(u);
         return;
@@ -347,7 +353,26 @@ void ing__up_close_idle_all(struct ing_worker *w)
     for (struct wr_list *n = w->ups.next, *nx; n != &w->ups; n = nx) {
         nx = n->next;
         struct ing_up *u = WR_CONTAINER_OF(n, struct ing_up, wlink);
-        if (u->req == NULL)
+        if (u->is_h2)
+            ing__h2up_close_idle(u); /* closes it unless it still carries streams */
+        else if (u->req == NULL)
+            up_close(u);
+    }
+}
+
+/* Closes the idle pooled connections of endpoints that are draining (removed from the config,
+ * or terminating): run when a worker adopts a snapshot. */
+void ing__up_close_idle_draining(struct ing_worker *w)
+{
+    for (struct wr_list *n = w->ups.next, *nx; n != &w->ups; n = nx) {
+        nx = n->next;
+        struct ing_up *u = WR_CONTAINER_OF(n, struct ing_up, wlink);
+        bool draining =
+            u->st != NULL &&
+            (atomic_load_explicit(&u->st->flags, memory_order_relaxed) & XDS_EPF_DRAINING);
+        if (draining && u->is_h2)
+            ing__h2up_close_idle(u); /* no new stream; closes once its last one ended */
+        else if (draining && u->state == ING_U_IDLE)
             up_close(u);
     }
 }

@@ -90,6 +90,21 @@ void ing__req_put(struct ing_worker *w, struct ing_req *r)
     }
 }
 
+uv_write_t *ing__wreq_get(struct ing_worker *w)
+{
+    if (w->n_free_wreqs > 0)
+        return w->free_wreqs[--w->n_free_wreqs];
+    return malloc(sizeof(uv_write_t));
+}
+
+void ing__wreq_put(struct ing_worker *w, uv_write_t *wr)
+{
+    if (w->n_free_wreqs < WR_ARRAY_LEN(w->free_wreqs))
+        w->free_wreqs[w->n_free_wreqs++] = wr;
+    else
+        free(wr);
+}
+
 /* ---- snapshot pins ---- */
 
 static void snapref_free(struct ing_snapref *sr)
@@ -387,6 +402,7 @@ static void adopt(struct ing_worker *w, struct xds_snapshot *s)
             wr_list_insert_tail(&w->retired, &old->link);
     }
     listeners_sync(w, s);
+    ing__up_close_idle_draining(w);
     atomic_store_explicit(&w->served_version, s->version, memory_order_release);
 }
 
@@ -527,6 +543,8 @@ void ing__worker_dispose(struct ing_worker *w)
     }
     while (w->n_free_blocks > 0)
         free(w->free_blocks[--w->n_free_blocks]);
+    while (w->n_free_wreqs > 0)
+        free(w->free_wreqs[--w->n_free_wreqs]);
     free(w->free_blocks);
     free(w->logbuf);
 }

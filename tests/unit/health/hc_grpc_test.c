@@ -57,11 +57,14 @@ TEST(decode_response)
     ASSERT_EQ(st, 0);
     /* Unknown fields of every wire type are skipped. */
     ASSERT_EQ(decode("\0\0\0\0\x18"
-                     "\x10\x96\x01"             /* field 2 varint 150 */
-                     "\x1a\x03" "abc"           /* field 3 bytes */
-                     "\x21" "12345678"          /* field 4 fixed64 */
-                     "\x2d" "1234"              /* field 5 fixed32 */
-                     "\x08\x01",                /* status SERVING */
+                     "\x10\x96\x01" /* field 2 varint 150 */
+                     "\x1a\x03"
+                     "abc" /* field 3 bytes */
+                     "\x21"
+                     "12345678" /* field 4 fixed64 */
+                     "\x2d"
+                     "1234"      /* field 5 fixed32 */
+                     "\x08\x01", /* status SERVING */
                      29, &st),
               0);
     ASSERT_EQ(st, 1);
@@ -71,12 +74,12 @@ TEST(decode_rejects)
 {
     int st = 0;
 
-    ASSERT_EQ(decode("\0\0\0", 3, &st), -1);                    /* no prefix */
-    ASSERT_EQ(decode("\1\0\0\0\x02\x08\x01", 7, &st), -1);      /* compressed */
-    ASSERT_EQ(decode("\0\0\0\0\x05\x08\x01", 7, &st), -1);      /* truncated */
-    ASSERT_EQ(decode("\0\0\0\0\x02\x08\x81", 7, &st), -1);      /* varint runs off */
-    ASSERT_EQ(decode("\0\0\0\0\x02\x1a\x05", 7, &st), -1);      /* bytes run off */
-    ASSERT_EQ(decode("\0\0\0\0\x02\x0b\x01", 7, &st), -1);      /* wire type 3 (group) */
+    ASSERT_EQ(decode("\0\0\0", 3, &st), -1);               /* no prefix */
+    ASSERT_EQ(decode("\1\0\0\0\x02\x08\x01", 7, &st), -1); /* compressed */
+    ASSERT_EQ(decode("\0\0\0\0\x05\x08\x01", 7, &st), -1); /* truncated */
+    ASSERT_EQ(decode("\0\0\0\0\x02\x08\x81", 7, &st), -1); /* varint runs off */
+    ASSERT_EQ(decode("\0\0\0\0\x02\x1a\x05", 7, &st), -1); /* bytes run off */
+    ASSERT_EQ(decode("\0\0\0\0\x02\x0b\x01", 7, &st), -1); /* wire type 3 (group) */
     ASSERT_EQ(decode("\0\0\0\0\x0b\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16, &st), -1);
 }
 
@@ -87,8 +90,7 @@ TEST(verdicts)
     const uint8_t unknown_svc[] = {0, 0, 0, 0, 2, 0x08, 3};
     char why[160];
 
-    ASSERT_EQ(hc__grpc_verdict(200, true, 0, serving, sizeof(serving), why, sizeof(why)),
-              HC_PASS);
+    ASSERT_EQ(hc__grpc_verdict(200, true, 0, serving, sizeof(serving), why, sizeof(why)), HC_PASS);
     ASSERT_EQ(hc__grpc_verdict(200, true, 0, not_serving, sizeof(not_serving), why, sizeof(why)),
               HC_FAIL);
     ASSERT_STREQ(why, "gRPC: status NOT_SERVING");
@@ -98,12 +100,10 @@ TEST(verdicts)
     /* The service is unknown to the server: NOT_FOUND, in a trailers-only response. */
     ASSERT_EQ(hc__grpc_verdict(200, true, 5, NULL, 0, why, sizeof(why)), HC_FAIL);
     ASSERT_STREQ(why, "gRPC: grpc-status 5");
-    ASSERT_EQ(hc__grpc_verdict(200, true, -1, serving, sizeof(serving), why, sizeof(why)),
-              HC_FAIL);
+    ASSERT_EQ(hc__grpc_verdict(200, true, -1, serving, sizeof(serving), why, sizeof(why)), HC_FAIL);
     ASSERT_STREQ(why, "gRPC: no grpc-status");
     ASSERT_EQ(hc__grpc_verdict(503, true, 0, serving, sizeof(serving), why, sizeof(why)), HC_FAIL);
-    ASSERT_EQ(hc__grpc_verdict(200, false, 0, serving, sizeof(serving), why, sizeof(why)),
-              HC_FAIL);
+    ASSERT_EQ(hc__grpc_verdict(200, false, 0, serving, sizeof(serving), why, sizeof(why)), HC_FAIL);
     ASSERT_EQ(hc__grpc_verdict(200, true, 0, NULL, 0, why, sizeof(why)), HC_FAIL);
     ASSERT_STREQ(why, "gRPC: no response message");
 }

@@ -103,9 +103,9 @@ TEST(status_out_of_range_fails)
     struct xds_health_check hc = check(NULL, NULL);
     char why[160];
 
-    ASSERT_EQ(verdict(&hc, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
-                      false, why),
-              HC_FAIL);
+    ASSERT_EQ(
+        verdict(&hc, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", false, why),
+        HC_FAIL);
     ASSERT_STREQ(why, "HTTP status 503");
     ASSERT_EQ(verdict(&hc, "HTTP/1.1 404 Not Found\r\n\r\n", false, why), HC_FAIL);
 }
@@ -129,14 +129,17 @@ TEST(body_contains_with_length)
     struct xds_health_check hc = check(NULL, "\"status\":\"UP\"");
     char why[160];
 
-    ASSERT_EQ(verdict(&hc,
-                      "HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\n{\"db\":1,\"status\":\"UP\",\"x\":0}",
-                      false, why),
-              HC_PASS);
-    ASSERT_EQ(verdict(&hc,
-                      "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{\"db\":1,\"status\":\"DOWN\",\"x\":0}",
-                      false, why),
-              HC_FAIL);
+    ASSERT_EQ(
+        verdict(&hc,
+                "HTTP/1.1 200 OK\r\nContent-Length: 28\r\n\r\n{\"db\":1,\"status\":\"UP\",\"x\":0}",
+                false, why),
+        HC_PASS);
+    ASSERT_EQ(
+        verdict(
+            &hc,
+            "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{\"db\":1,\"status\":\"DOWN\",\"x\":0}",
+            false, why),
+        HC_FAIL);
     ASSERT(strstr(why, "body does not contain") != NULL);
     /* The text after the declared length does not count. */
     ASSERT_EQ(verdict(&hc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc\"status\":\"UP\"",
@@ -174,9 +177,9 @@ TEST(body_contains_chunked)
                       false, why),
               HC_FAIL);
     ASSERT(strstr(why, "body does not contain") != NULL);
-    ASSERT_EQ(verdict(&hc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false,
-                      why),
-              HC_FAIL);
+    ASSERT_EQ(
+        verdict(&hc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, why),
+        HC_FAIL);
     ASSERT_STREQ(why, "malformed chunk size");
 }
 
@@ -260,10 +263,34 @@ TEST(head_too_large)
     memset(big + 20, 'a', HC_MAX_HEAD + 80);
     hc__http_init(&h, &hc);
     for (size_t off = 0; off < HC_MAX_HEAD + 100 && rc == HC_MORE; off += 1000)
-        rc = hc__http_feed(&h, big + off, WR_MIN(1000, HC_MAX_HEAD + 100 - off), why,
-                           sizeof(why));
+        rc = hc__http_feed(&h, big + off, WR_MIN(1000, HC_MAX_HEAD + 100 - off), why, sizeof(why));
     ASSERT_EQ(rc, HC_FAIL);
     ASSERT_STREQ(why, "HTTP response head too large");
     hc__http_dispose(&h);
     free(big);
+}
+
+TEST(large_body_in_one_read)
+{
+    struct xds_health_check hc = check(NULL, "needle-at-the-end");
+    size_t body = 60000;
+    char head[128];
+    int hl =
+        snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", body + 17);
+    size_t len = (size_t)hl + body + 17;
+    char *resp = malloc(len + 1);
+    char why[160];
+
+    memcpy(resp, head, (size_t)hl);
+    memset(resp + hl, 'x', body);
+    memcpy(resp + hl + body, "needle-at-the-end", 17);
+    resp[len] = '\0';
+    /* Head and a body larger than the head limit arrive in one read: only the head counts
+     * against the limit. */
+    ASSERT_EQ(run(&hc, resp, len, 0, false, why), HC_PASS);
+    ASSERT_EQ(run(&hc, resp, len, 4096, false, why), HC_PASS);
+    hc.body_contains = "not there";
+    ASSERT_EQ(run(&hc, resp, len, 0, false, why), HC_FAIL);
+    ASSERT(strstr(why, "body does not contain") != NULL);
+    free(resp);
 }

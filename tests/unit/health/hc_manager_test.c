@@ -175,8 +175,8 @@ static struct xds_snapshot *fx_load(struct fx *f, const char *fmt, ...)
     text = wr_xasprintf("{\"workers\": 2, \"listeners\": [{\"name\": \"l\", \"address\": "
                         "\"127.0.0.1:1\"}], \"clusters\": [%s]}",
                         clusters);
-    struct xds_snapshot *s = xds_config_parse(text, strlen(text), "t.json", f->reg,
-                                              ++f->version, &e);
+    struct xds_snapshot *s =
+        xds_config_parse(text, strlen(text), "t.json", f->reg, ++f->version, &e);
     if (s == NULL)
         FAIL("config: %s\n%s", e.p, text);
     wr_sbuf_dispose(&e);
@@ -243,7 +243,8 @@ static void fx_done(struct fx *f, bool origin)
     "\"timeout_ms\": 1000, \"healthy_threshold\": 2, \"unhealthy_threshold\": 2, "                 \
     "\"jitter_percent\": 0" extra "}"
 
-/* ---- active checks ---------------------------------------------------------------------------- */
+/* ---- active checks ----------------------------------------------------------------------------
+ */
 
 TEST(http_check_flips_both_ways)
 {
@@ -251,8 +252,8 @@ TEST(http_check_flips_both_ways)
 
     fx_init(&f);
     org_start(&f.loop, ORG_OK);
-    fx_load(&f, "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP("")
-                "}",
+    fx_load(&f,
+            "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP("") "}",
             org.port);
     struct xds_ep_state *st = ep(&f, 0, 0);
     ASSERT_EQ(flags(st), 0);
@@ -445,7 +446,8 @@ TEST(reload_keeps_state_and_applies_changes)
     fx_done(&f, true);
 }
 
-/* ---- draining ----------------------------------------------------------------------------------- */
+/* ---- draining -----------------------------------------------------------------------------------
+ */
 
 TEST(removed_endpoint_drains_and_comes_back)
 {
@@ -568,8 +570,8 @@ TEST(outlier_backoff_cap_and_return)
         ASSERT_EQ(rec->eject_until - uv_now(&f.loop), expect[round]);
         RUN_UNTIL(&f, flags(e0) == 0, 5000);
         uint64_t took = now_ms() - t0;
-        printf("    ejection %u: %llu ms (configured %llu)\n", round + 1,
-               (unsigned long long)took, (unsigned long long)expect[round]);
+        printf("    ejection %u: %llu ms (configured %llu)\n", round + 1, (unsigned long long)took,
+               (unsigned long long)expect[round]);
         ASSERT(took + 40 >= expect[round]);
     }
     ASSERT_EQ(xds_ctr_get(&e0->od_ejections), 4);

@@ -212,7 +212,7 @@ TEST(match_byte_by_byte)
     for (; at < strlen(hay); at++)
         if (hc__match_feed(&mt, hay + at, 1))
             break;
-    ASSERT_EQ(at, 12); /* found on the byte that completes it */
+    ASSERT_EQ(at, 12);                    /* found on the byte that completes it */
     ASSERT(hc__match_feed(&mt, "zz", 2)); /* and stays found */
     hc__match_dispose(&mt);
 }
