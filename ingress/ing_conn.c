@@ -432,6 +432,7 @@ static void req_error(struct ing_req *r, int status, bool close)
         return;
     }
     if (r->h2 != NULL) {
+        r->req_done = 1; /* the rest of the body is dropped (its window reopened) */
         r->status = (uint16_t)status;
         r->resp_started = 1;
         r->canned = canned[i].reason;
@@ -752,15 +753,27 @@ static bool build_upstream_head(struct ing_req *r, struct wr_str host)
     p = PUTLIT(p, "\r\nX-Request-Id: ");
     p = put(p, rid.p, rid.len);
     p = PUTLIT(p, "\r\n");
+    bool cookie = false;
     for (unsigned i = 0; i < m->n_hdrs; i++) {
         const struct ing_h1_hdr *h = &m->hdrs[i];
-        if (hdr_skip_upstream(h))
+        if (hdr_skip_upstream(h) || h->id == ING_H1_H_COOKIE)
             continue;
         p = put(p, h->name, h->name_len);
         p = PUTLIT(p, ": ");
         p = put(p, h->value, h->value_len);
         p = PUTLIT(p, "\r\n");
     }
+    /* One Cookie field for HTTP/1.1: HTTP/2 clients split cookies (RFC 9113 §8.2.3). */
+    for (unsigned i = 0; i < m->n_hdrs; i++) {
+        const struct ing_h1_hdr *h = &m->hdrs[i];
+        if (h->id != ING_H1_H_COOKIE || (h->flags & ING_H1_HF_HOP))
+            continue;
+        p = cookie ? PUTLIT(p, "; ") : PUTLIT(p, "Cookie: ");
+        p = put(p, h->value, h->value_len);
+        cookie = true;
+    }
+    if (cookie)
+        p = PUTLIT(p, "\r\n");
     if (m->body == ING_H1_BODY_CHUNKED) {
         p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
     } else if (m->body == ING_H1_BODY_LENGTH) {

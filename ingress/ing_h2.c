@@ -124,9 +124,11 @@ void ing__h2_flush(struct ing_conn *c)
         }
         ing__buf_release(c->w, &h->out);
     }
-    if (!c->closing && !h->writing && !nghttp2_session_want_read(h->ses) &&
-        !nghttp2_session_want_write(h->ses))
-        ing__conn_close(c); /* GOAWAY exchanged and nothing left */
+    if (c->closing || h->writing)
+        return;
+    if ((h->goaway_sent && h->n_streams == 0 && !nghttp2_session_want_write(h->ses)) ||
+        (!nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)))
+        ing__conn_close(c); /* GOAWAY sent and every stream answered, or nothing left */
 }
 
 static void on_h2_written(uv_write_t *wr, int status)
@@ -394,6 +396,9 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
         m->body = ING_H1_BODY_CHUNKED; /* length unknown: chunked towards the upstream */
     }
     r->h2_head_done = 1;
+    /* What the head takes once serialized as HTTP/1.1 ("name: value\r\n" per field, the
+     * request line): the upstream head is sized from it. */
+    m->head_len = (uint32_t)(r->h2hdr.len + 4u * m->n_hdrs + m->target.len + 64);
     if (r->h2_bad) {
         ing__req_start_h2(r, r->h2_bad);
         return;
@@ -794,6 +799,8 @@ void ing__h2_input(struct ing_conn *c)
         ing__conn_close(c);
         return;
     }
+    if (c->tls != NULL)
+        ing__tls_resume(c->tls); /* ciphertext left when the plaintext buffer was full */
     ing__h2_flush(c);
 }
 
@@ -808,12 +815,8 @@ void ing__h2_drain(struct ing_conn *c)
                               nghttp2_session_get_last_proc_stream_id(h->ses), NGHTTP2_NO_ERROR,
                               NULL, 0);
     }
-    if (h->n_streams == 0 && !h->writing) {
-        ing__h2_flush(c);
-        if (!c->closing)
-            ing__conn_close(c);
-        return;
-    }
+    /* Inside nghttp2's callbacks the flush waits for the outer call; either way the connection
+     * closes from ing__h2_flush once the GOAWAY and the last responses are out. */
     ing__h2_flush(c);
 }
 
