@@ -5,29 +5,30 @@
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build: unit + integration tests
 #   4. libFuzzer targets, each for WEIR_FUZZ_SECONDS (default 60) with no crash
 #   5. valgrind --leak-check=full over an integration run with a reload
-# Options: --quick (only step 2), --no-fuzz, --no-asan, --no-valgrind.
+# Options: --quick (only step 2), --no-format, --no-fuzz, --no-asan, --no-valgrind.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-quick=0 fuzz=1 asan=1 vg=1
+quick=0 fmt=1 fuzz=1 asan=1 vg=1
 for a in "$@"; do
     case "$a" in
     --quick) quick=1 ;;
+    --no-format) fmt=0 ;;
     --no-fuzz) fuzz=0 ;;
     --no-asan) asan=0 ;;
     --no-valgrind) vg=0 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
-[ $quick -eq 1 ] && { fuzz=0; asan=0; vg=0; }
+[ $quick -eq 1 ] && { fmt=0; fuzz=0; asan=0; vg=0; }
 jobs=$(nproc)
 
 tools/install-deps.sh --test
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
-if [ $quick -eq 0 ]; then
+if [ $fmt -eq 1 ]; then
     step "clang-format"
     files=$(git ls-files '*.c' '*.h' 2>/dev/null || find ingress xds discovery health include tests -name '*.[ch]')
     clang-format --dry-run --Werror $files
