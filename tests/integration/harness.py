@@ -1162,6 +1162,15 @@ class H2Origin:
             else:
                 respond(sid, 404, hdr, b"no such route")
 
+        def per_stream(fn, sid):
+            # A stream the proxy reset (its client went away) makes sends on it fail: that
+            # ends this stream only, never the connection.
+            try:
+                fn()
+            except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
+                out.pop(sid, None)
+                open_ids.discard(sid)
+
         def release(sid):
             o = out.get(sid)
             if o is not None:
@@ -1182,7 +1191,7 @@ class H2Origin:
                     if not isinstance(o["data"], memoryview):
                         o["data"] = memoryview(bytes(o["data"]))  # O(1) slices
                     chunk, o["data"] = bytes(o["data"][:win]), o["data"][win:]
-                    conn.send_data(sid, chunk)
+                    per_stream(lambda: conn.send_data(sid, chunk), sid)
                 if sid not in out or o["data"] or o.get("hold"):
                     continue
                 if o.get("die"):
@@ -1190,12 +1199,12 @@ class H2Origin:
                     dead[0] = True
                     return
                 if o.get("rst"):
-                    conn.reset_stream(sid, error_code=2)
+                    per_stream(lambda: conn.reset_stream(sid, error_code=2), sid)
                 elif o["trailers"] is not None:
-                    conn.send_headers(sid, o["trailers"], end_stream=True)
+                    per_stream(lambda: conn.send_headers(sid, o["trailers"], end_stream=True), sid)
                 else:
-                    conn.end_stream(sid)
-                del out[sid]
+                    per_stream(lambda: conn.end_stream(sid), sid)
+                out.pop(sid, None)
                 open_ids.discard(sid)
 
         try:
@@ -1235,7 +1244,7 @@ class H2Origin:
                         streams[ev.stream_id]["trailers"] = list(ev.headers)
                     elif isinstance(ev, h2.events.StreamEnded):
                         streams[ev.stream_id]["body"] = bytes(streams[ev.stream_id]["body"])
-                        handle(ev.stream_id)
+                        per_stream(lambda: handle(ev.stream_id), ev.stream_id)
                     elif isinstance(ev, h2.events.StreamReset):
                         out.pop(ev.stream_id, None)
                         open_ids.discard(ev.stream_id)
@@ -1244,7 +1253,7 @@ class H2Origin:
                 now = time.monotonic()
                 for t in [t for t in timers if t[0] <= now]:
                     timers.remove(t)
-                    t[1]()
+                    per_stream(t[1], None)
                 pump()
                 pending = conn.data_to_send()
                 if pending:
