@@ -33,7 +33,7 @@ struct ing_tls {
     struct ing_buf cin;   /* ciphertext received, not yet given to OpenSSL */
     struct ing_buf cout;  /* ciphertext being written */
     struct ing_buf cnext; /* ciphertext produced while cout is being written */
-    uv_write_t *wreq; /* only while a write is queued: idle connections stay small */
+    uv_write_t *wreq;     /* only while a write is queued: idle connections stay small */
     uv_write_t *user_req; /* a caller's write waiting for its bytes to be flushed */
     uv_write_cb user_cb;
     struct wr_list pump_link; /* w->tls_pumpq */

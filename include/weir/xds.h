@@ -14,11 +14,12 @@
 #ifndef WEIR_XDS_H
 #define WEIR_XDS_H
 
+#include <sys/socket.h>
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
 #include <weir/wr.h>
 
@@ -170,9 +171,9 @@ struct xds_listener_tls {
     uint32_t n_certs;
     char **alpn; /* NULL-terminated */
     uint32_t n_alpn;
-    uint8_t min_version; /* 2 = TLS 1.2, 3 = TLS 1.3 */
-    bool h2_enabled;     /* "h2" may be selected by ALPN (false until the h2 codec serves it) */
-    void *ssl_ctx;       /* SSL_CTX * of the first certificate; SNI switches from it */
+    uint8_t min_version;     /* 2 = TLS 1.2, 3 = TLS 1.3 */
+    bool h2_enabled;         /* "h2" may be selected by ALPN (false until the h2 codec serves it) */
+    void *ssl_ctx;           /* SSL_CTX * of the first certificate; SNI switches from it */
     struct xds_tls_sni *sni; /* private to xds/xds_tls.c */
 };
 
@@ -238,7 +239,7 @@ struct xds_upstream_tls {
 
 struct xds_cluster {
     char *name;
-    uint32_t idx; /* index in snapshot->clusters */
+    uint32_t idx;      /* index in snapshot->clusters */
     uint8_t lb_policy; /* enum xds_lb_policy */
     uint8_t hash_on;   /* enum xds_hash_on */
     uint8_t protocol;  /* enum xds_protocol */
@@ -248,15 +249,15 @@ struct xds_cluster {
     struct xds_endpoint *eps;
     uint32_t n_eps;
     uint32_t total_weight;
-    uint32_t panic_percent;         /* default 50 */
-    uint32_t connect_timeout_ms;    /* default 2000 */
-    uint32_t idle_timeout_ms;       /* upstream idle pooled connection lifetime, default 30000 */
-    uint32_t max_idle;              /* idle pooled connections per endpoint per worker, 1024 */
-    uint32_t retries;               /* retries for idempotent requests, default 1 */
-    struct xds_health_check hc;     /* type XDS_HC_NONE: none */
+    uint32_t panic_percent;      /* default 50 */
+    uint32_t connect_timeout_ms; /* default 2000 */
+    uint32_t idle_timeout_ms;    /* upstream idle pooled connection lifetime, default 30000 */
+    uint32_t max_idle;           /* idle pooled connections per endpoint per worker, 1024 */
+    uint32_t retries;            /* retries for idempotent requests, default 1 */
+    struct xds_health_check hc;  /* type XDS_HC_NONE: none */
     struct xds_outlier outlier;
     struct xds_upstream_tls tls;
-    struct xds_counters *stats;     /* cluster counters: XDS_CS_* */
+    struct xds_counters *stats; /* cluster counters: XDS_CS_* */
 };
 
 /* Cluster counters (struct xds_cluster.stats). */
@@ -324,7 +325,7 @@ struct xds_hsts {
 struct xds_route {
     char *name;
     uint32_t idx;
-    char *host;       /* as configured (lower-cased), NULL: any host */
+    char *host;        /* as configured (lower-cased), NULL: any host */
     uint8_t path_kind; /* enum xds_path_kind */
     char *path;
     size_t path_len;
@@ -392,7 +393,7 @@ struct xds_snapshot {
     struct xds_rollout *rollouts;
     uint32_t n_rollouts;
     struct xds_vhost_index *vhosts; /* private */
-    char *config_json; /* GET /config body (secrets redacted, "version" included) */
+    char *config_json;              /* GET /config body (secrets redacted, "version" included) */
     struct xds_stats_reg *reg;
     struct xds_discovery *discovery; /* config order */
     uint32_t n_discovery;
