@@ -24,6 +24,9 @@
 #include <weir/xds.h>
 
 #define ING_BLOCK_SIZE  16384 /* pooled I/O buffer size */
+/* upstream response buffer: a 64 KiB body and its head in one read */
+#define ING_UPBLOCK_SIZE  81920
+#define ING_POOL_UPBLOCKS 64 /* free upstream buffers a worker keeps */
 #define ING_MAX_HDRS    128   /* header fields per message */
 #define ING_POOL_BLOCKS 512   /* free blocks a worker keeps */
 #define ING_POOL_REQS   256   /* free request objects a worker keeps */
@@ -259,6 +262,8 @@ struct ing_worker {
     uint64_t timer_due; /* deadline the timer is armed for, 0 = not armed */
     char **free_blocks;
     unsigned n_free_blocks;
+    char *free_upblocks[ING_POOL_UPBLOCKS];
+    unsigned n_free_upblocks;
     struct wr_list free_reqs;
     unsigned n_free_reqs;
     uv_write_t *free_wreqs[256]; /* write requests for TLS connections with a queued write */
@@ -331,6 +336,7 @@ void ing__server_worker_exited(struct ing_server *srv);
 void ing__worker_publish(struct ing_worker *w, struct xds_snapshot *s);
 void ing__worker_command(struct ing_worker *w, uint32_t cmd);
 char *ing__block_get(struct ing_worker *w);
+char *ing__upblock_get(struct ing_worker *w);
 uv_write_t *ing__wreq_get(struct ing_worker *w);
 void ing__wreq_put(struct ing_worker *w, uv_write_t *wr);
 void ing__block_put(struct ing_worker *w, char *b);

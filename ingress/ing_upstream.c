@@ -56,8 +56,8 @@ static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     if (u->in.base == NULL) {
-        u->in.base = ing__block_get(u->w);
-        u->in.cap = u->in.base ? ING_BLOCK_SIZE : 0;
+        u->in.base = ing__upblock_get(u->w);
+        u->in.cap = u->in.base ? ING_UPBLOCK_SIZE : 0;
         u->in.off = u->in.len = 0;
     } else if (u->in.off == u->in.len) {
         u->in.off = u->in.len = 0;
