@@ -536,6 +536,8 @@ int ing__worker_start(struct ing_worker *w)
 /* Frees what the worker still owns after its thread ended. */
 void ing__worker_dispose(struct ing_worker *w)
 {
+    if (w->retired.next == NULL)
+        return; /* never started: the boot failed before it */
     if (w->loop_ready) /* its thread never ran */
         worker_loop_end(w);
     while (!wr_list_empty(&w->retired)) {

@@ -146,6 +146,31 @@ def test_run_with_invalid_config_fails():
     check(p.returncode != 0, "weir -c with an invalid file must not start (rc %d)" % p.returncode)
 
 
+def _busy_port_config(busy, admin):
+    cfg = mutate(lambda c: None)
+    cfg["admin"]["address"] = "127.0.0.1:%d" % admin
+    cfg["listeners"][0]["address"] = "127.0.0.1:%d" % busy
+    return cfg
+
+
+def test_run_with_busy_ports_fails_cleanly():
+    """A listener or admin port already taken: a clear error, exit 1, no crash."""
+    for which in ("listener", "admin"):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        other = free_port()
+        cfg = _busy_port_config(taken, other) if which == "listener" else \
+            _busy_port_config(other, taken)
+        d = tmpdir()
+        write_file(os.path.join(d, "w.json"), json.dumps(cfg))
+        p = run_cmd([WEIR_BIN, "-c", "w.json"], cwd=d, timeout=30)
+        holder.close()
+        check_eq(p.returncode, 1, "%s port in use: exit code (stderr %r)" % (which, p.stderr[-300:]))
+        check("in use" in p.stderr, "%s port in use is named: %r" % (which, p.stderr[-300:]))
+
+
 def test_weirctl_version():
     p = run_cmd([WEIRCTL_BIN, "--version"])
     check_eq(p.returncode, 0, "weirctl --version")
