@@ -23,14 +23,14 @@
 #include <weir/wr.h>
 #include <weir/xds.h>
 
-#define ING_BLOCK_SIZE  16384 /* pooled I/O buffer size */
+#define ING_BLOCK_SIZE 16384 /* pooled I/O buffer size */
 /* upstream response buffer: a 64 KiB body and its head in one read */
 #define ING_UPBLOCK_SIZE  81920
-#define ING_POOL_UPBLOCKS 64 /* free upstream buffers a worker keeps */
-#define ING_MAX_HDRS    128   /* header fields per message */
-#define ING_POOL_BLOCKS 512   /* free blocks a worker keeps */
-#define ING_POOL_REQS   256   /* free request objects a worker keeps */
-#define ING_LOGBUF_SIZE 65536 /* access-log buffer a worker fills before handing it over */
+#define ING_POOL_UPBLOCKS 64    /* free upstream buffers a worker keeps */
+#define ING_MAX_HDRS      128   /* header fields per message */
+#define ING_POOL_BLOCKS   512   /* free blocks a worker keeps */
+#define ING_POOL_REQS     256   /* free request objects a worker keeps */
+#define ING_LOGBUF_SIZE   65536 /* access-log buffer a worker fills before handing it over */
 
 struct ing_worker;
 struct ing_server;

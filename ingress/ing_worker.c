@@ -537,7 +537,7 @@ int ing__worker_start(struct ing_worker *w)
 void ing__worker_dispose(struct ing_worker *w)
 {
     if (w->retired.next == NULL)
-        return; /* never started: the boot failed before it */
+        return;        /* never started: the boot failed before it */
     if (w->loop_ready) /* its thread never ran */
         worker_loop_end(w);
     while (!wr_list_empty(&w->retired)) {
