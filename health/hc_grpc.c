@@ -354,4 +354,4 @@ static void grpc_dispose(struct hc_probe *p)
     wr_free(&p->u.grpc.msg);
 }
 
-const struct hc_proto hc__proto_grpc = {grpc_start, grpc_data, grpc_eof, grpc_dispose};
+const struct hc_proto hc__proto_grpc = {grpc_start, grpc_data, grpc_eof, grpc_dispose, NULL};

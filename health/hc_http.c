@@ -1,5 +1,5 @@
-/* health/hc_http.c -- the HTTP check: an HTTP/1.1 request with "Connection: close", and a
- * reader for the response.
+/* health/hc_http.c -- the HTTP check: a keep-alive HTTP/1.1 request, and a reader for the
+ * response.
  *
  * health/ may not depend on ingress/ (the proxy's strict parser lives there), so this is a
  * reader of its own, and a deliberately small one: a check only needs the status and, with
@@ -9,6 +9,13 @@
  * is known: a status outside the expected ranges, or in them without body_contains, decides at
  * the end of the head; body_contains decides when the text is seen (searched across reads and
  * chunk boundaries) or fails at the end of the body.
+ *
+ * Connection reuse: after a pass, the reader goes on through the rest of what was read to see
+ * whether the response ends exactly there (h->reusable). Only then, and only for an HTTP/1.1
+ * answer without "Connection: close" whose end is known (Content-Length, chunked, or no body),
+ * may the probe keep the connection for the next check (hc_probe.c). A body that is not all in
+ * yet is not waited for: the verdict does not wait, and that connection is closed as before.
+ * A failure never keeps its connection, so only passes need to know where the response ends.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +25,7 @@
 
 enum { PH_HEAD = 0, PH_BODY_LENGTH, PH_BODY_CHUNKED, PH_BODY_EOF, PH_DONE };
 
-enum { CK_SIZE = 0, CK_EXT, CK_DATA, CK_DATA_CR, CK_DATA_LF };
+enum { CK_SIZE = 0, CK_EXT, CK_DATA, CK_DATA_CR, CK_DATA_LF, CK_TRAILER };
 
 char *hc__http_request(const struct xds_health_check *hc, const char *default_host, size_t *len)
 {
@@ -26,7 +33,7 @@ char *hc__http_request(const struct xds_health_check *hc, const char *default_ho
     const char *path = hc->path != NULL ? hc->path : "/";
     const char *host = hc->host != NULL ? hc->host : default_host;
     char *req = wr_xasprintf("%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: " HC_USER_AGENT
-                             "\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                             "\r\nAccept: */*\r\n\r\n",
                              method, path, host);
 
     *len = strlen(req);
@@ -140,6 +147,24 @@ static bool te_chunked(struct wr_str v)
     return wr_str_ieq(last, "chunked", 7);
 }
 
+/* Whether the comma-separated list <v> holds the token <tok> (case-insensitive). */
+static bool has_token(struct wr_str v, const char *tok)
+{
+    size_t tl = strlen(tok), i = 0;
+
+    while (i < v.len) {
+        while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < v.len && v.p[i] != ',' && v.p[i] != ' ' && v.p[i] != '\t')
+            i++;
+        struct wr_str t = {v.p + start, i - start};
+        if (t.len == tl && wr_str_ieq(t, tok, tl))
+            return true;
+    }
+    return false;
+}
+
 /* Parses a complete head h->head[0..len): status and body framing. */
 static int parse_head(struct hc_http *h, size_t len, char *why, size_t whylen)
 {
@@ -156,6 +181,7 @@ static int parse_head(struct hc_http *h, size_t len, char *why, size_t whylen)
         if (first) {
             if (!parse_status_line(p, n, &h->status))
                 return fail(why, whylen, "malformed HTTP status line");
+            h->keep_alive = p[7] == '1'; /* HTTP/1.0 closes unless negotiated: not reused */
             first = false;
         } else if (n == 0) {
             break;
@@ -168,6 +194,9 @@ static int parse_head(struct hc_http *h, size_t len, char *why, size_t whylen)
         } else if (header_is(p, n, "transfer-encoding")) {
             have_te = true;
             chunked = te_chunked(header_value(p, n, 18));
+        } else if (header_is(p, n, "connection")) {
+            if (has_token(header_value(p, n, 11), "close"))
+                h->keep_alive = false;
         }
         p = nl + 1;
     }
@@ -183,19 +212,32 @@ static int parse_head(struct hc_http *h, size_t len, char *why, size_t whylen)
     return HC_MORE;
 }
 
-static int body_end(struct hc_http *h, char *why, size_t whylen)
+/* After a pass: the response ended with <left> bytes of this read after it. The connection
+ * carries the next check only if nothing follows and the server did not ask to close. */
+static int pass_end(struct hc_http *h, size_t left)
 {
+    h->phase = PH_DONE;
+    h->reusable = left == 0 && h->keep_alive;
+    return HC_PASS;
+}
+
+static int body_end(struct hc_http *h, size_t left, char *why, size_t whylen)
+{
+    if (h->passed)
+        return pass_end(h, left);
     h->phase = PH_DONE;
     snprintf(why, whylen, "HTTP %u: body does not contain \"%.40s\"", h->status,
              h->hc->body_contains);
     return HC_FAIL;
 }
 
-static int found(char *why, size_t whylen)
+/* The check passed; the reader goes on to the end of the response (see the top). */
+static void found(struct hc_http *h)
 {
-    why[0] = '\0';
-    return HC_PASS;
+    h->passed = true;
 }
+
+static int feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen);
 
 /* Chunked body: decodes p[0..n), searching the data. */
 static int chunked_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen)
@@ -237,8 +279,8 @@ static int chunked_feed(struct hc_http *h, const char *p, size_t n, char *why, s
             break;
         case CK_DATA: {
             size_t k = (size_t)WR_MIN((uint64_t)(n - i), h->remaining);
-            if (hc__match_feed(&h->mt, p + i, k))
-                return found(why, whylen);
+            if (!h->passed && hc__match_feed(&h->mt, p + i, k))
+                found(h);
             i += k;
             h->remaining -= k;
             if (h->remaining == 0)
@@ -263,12 +305,26 @@ static int chunked_feed(struct hc_http *h, const char *p, size_t n, char *why, s
             h->ck = CK_SIZE;
             h->ck_digits = false;
             break;
+        case CK_TRAILER: /* after a pass: the trailer section, up to its empty line */
+            i++;
+            if (c == '\n') {
+                if (h->line_len == 0)
+                    return pass_end(h, n - i);
+                h->line_len = 0;
+            } else if (c != '\r' && ++h->line_len > HC_MAX_LINE) {
+                return fail(why, whylen, "trailer line too long");
+            }
+            break;
         }
         continue;
     line_done:
         h->line_len = 0;
+        if (h->remaining == 0 && h->passed) {
+            h->ck = CK_TRAILER; /* last chunk: read to the end of the message */
+            continue;
+        }
         if (h->remaining == 0)
-            return body_end(h, why, whylen); /* last chunk: trailers are of no interest */
+            return body_end(h, n - i, why, whylen); /* last chunk: trailers are of no interest */
         h->ck = CK_DATA;
     }
     return HC_MORE;
@@ -279,15 +335,17 @@ static int body_feed(struct hc_http *h, const char *p, size_t n, char *why, size
     switch (h->phase) {
     case PH_BODY_LENGTH: {
         size_t k = (size_t)WR_MIN((uint64_t)n, h->remaining);
-        if (hc__match_feed(&h->mt, p, k))
-            return found(why, whylen);
+        if (!h->passed && hc__match_feed(&h->mt, p, k))
+            found(h);
         h->remaining -= k;
-        return h->remaining == 0 ? body_end(h, why, whylen) : HC_MORE;
+        return h->remaining == 0 ? body_end(h, n - k, why, whylen) : HC_MORE;
     }
     case PH_BODY_CHUNKED:
         return chunked_feed(h, p, n, why, whylen);
-    case PH_BODY_EOF:
-        return hc__match_feed(&h->mt, p, n) ? found(why, whylen) : HC_MORE;
+    case PH_BODY_EOF: /* ends at the close: never reused */
+        if (!h->passed && hc__match_feed(&h->mt, p, n))
+            found(h);
+        return h->passed ? HC_PASS : HC_MORE;
     default:
         return HC_MORE;
     }
@@ -310,27 +368,29 @@ static int head_done(struct hc_http *h, size_t len, char *why, size_t whylen)
         h->head_len = rest;
         h->scan = 0;
         h->phase = PH_HEAD;
-        return hc__http_feed(h, NULL, 0, why, whylen);
+        return feed(h, NULL, 0, why, whylen);
     }
     if (!hc__status_expected(h->hc, h->status)) {
         snprintf(why, whylen, "HTTP status %u", h->status);
         return HC_FAIL;
     }
+    size_t rest = h->head_len - len;
     if (!h->want_body)
-        return found(why, whylen);
+        found(h);
+    if (h->phase == PH_DONE && h->passed)
+        return pass_end(h, rest);
     if (h->phase == PH_DONE) {
         snprintf(why, whylen, "HTTP %u without a body", h->status);
         return HC_FAIL;
     }
     if (h->phase == PH_BODY_LENGTH && h->remaining == 0)
-        return body_end(h, why, whylen);
-    size_t rest = h->head_len - len;
+        return body_end(h, rest, why, whylen);
     char *body = h->head + len;
     h->head_len = len;
     return body_feed(h, body, rest, why, whylen);
 }
 
-int hc__http_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen)
+static int feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen)
 {
     if (h->phase == PH_DONE)
         return HC_MORE;
@@ -357,7 +417,19 @@ int hc__http_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t 
     int rc = head_done(h, len, why, whylen);
     if (rc != HC_MORE || take == n)
         return rc;
-    return hc__http_feed(h, p + take, n - take, why, whylen);
+    return feed(h, p + take, n - take, why, whylen);
+}
+
+/* A pass is final even if what follows it in the same read is cut or malformed: that only
+ * makes the connection unfit for reuse (h->reusable is set by pass_end() alone). */
+int hc__http_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen)
+{
+    int rc = feed(h, p, n, why, whylen);
+
+    if (!h->passed)
+        return rc;
+    why[0] = '\0';
+    return HC_PASS;
 }
 
 int hc__http_eof(struct hc_http *h, char *why, size_t whylen)
@@ -368,7 +440,7 @@ int hc__http_eof(struct hc_http *h, char *why, size_t whylen)
                     h->head_len == 0 ? "connection closed without a response"
                                      : "connection closed in the response head");
     case PH_BODY_EOF:
-        return body_end(h, why, whylen);
+        return body_end(h, 0, why, whylen);
     default:
         snprintf(why, whylen, "HTTP %u: connection closed before the end of the body", h->status);
         return HC_FAIL;
@@ -404,4 +476,10 @@ static void http_dispose(struct hc_probe *p)
     hc__http_dispose(&p->u.http);
 }
 
-const struct hc_proto hc__proto_http = {http_start, http_data, http_eof, http_dispose};
+static bool http_reusable(struct hc_probe *p)
+{
+    return p->u.http.reusable;
+}
+
+const struct hc_proto hc__proto_http = {http_start, http_data, http_eof, http_dispose,
+                                        http_reusable};

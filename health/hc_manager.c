@@ -89,7 +89,7 @@ static void on_manager_handle_closed(uv_handle_t *h)
     hc__manager_handle_closed(h->data);
 }
 
-void hc__manager_probe_closed(struct hc_manager *m)
+void hc__manager_slot_freed(struct hc_manager *m)
 {
     m->inflight--;
     while (!m->closing && m->inflight < HC_MAX_INFLIGHT && !wr_list_empty(&m->queue)) {
@@ -97,7 +97,6 @@ void hc__manager_probe_closed(struct hc_manager *m)
         wr_list_remove(&rec->qlink);
         rec_start(rec);
     }
-    hc__manager_handle_closed(m);
 }
 
 /* ---- the schedule of one record ------------------------------------------------------------ */
@@ -117,13 +116,14 @@ static void rec_arm(struct hc_ep *rec, uint64_t delay_ms)
     uv_timer_start(&rec->timer, on_rec_timer, delay_ms, 0);
 }
 
-/* Stops whatever the record was doing: running probe, queue slot, timer. */
+/* Stops whatever the record was doing: running probe, kept connection, queue slot, timer. */
 static void rec_stop(struct hc_ep *rec)
 {
     if (rec->probe != NULL) {
         hc__probe_cancel(rec->probe);
         rec->probe = NULL;
     }
+    hc__probe_drop_idle(rec);
     wr_list_remove(&rec->qlink);
     if (rec->timer_init)
         uv_timer_stop(&rec->timer);

@@ -91,13 +91,17 @@ struct hc_http {
     uint64_t remaining; /* LENGTH body bytes / current chunk bytes left */
     uint32_t line_len;
     bool ck_digits;
+    bool keep_alive; /* HTTP/1.1 and no "Connection: close" */
+    bool passed;     /* the verdict is a pass; reading on to the end of the response */
+    bool reusable;   /* passed, and the response ended exactly at the end of the input */
     struct hc_match mt;
 };
 
 /* Builds the request for <hc> (Host: <hc->host> or <default_host>); malloc'd, *len set. */
 char *hc__http_request(const struct xds_health_check *hc, const char *default_host, size_t *len);
 void hc__http_init(struct hc_http *h, const struct xds_health_check *hc);
-/* Feeds response bytes: HC_MORE, HC_PASS or HC_FAIL (with the reason in why[0..whylen)). */
+/* Feeds response bytes: HC_MORE, HC_PASS or HC_FAIL (with the reason in why[0..whylen)).
+ * After HC_PASS, h->reusable tells whether the connection may carry another request. */
 int hc__http_feed(struct hc_http *h, const char *p, size_t n, char *why, size_t whylen);
 /* The connection ended (EOF): the final verdict. */
 int hc__http_eof(struct hc_http *h, char *why, size_t whylen);
@@ -130,6 +134,8 @@ struct hc_proto {
     int (*data)(struct hc_probe *p, const char *d, size_t n);
     int (*eof)(struct hc_probe *p);
     void (*dispose)(struct hc_probe *p);
+    /* After a pass: whether the connection may be kept for the next check (NULL: never). */
+    bool (*reusable)(struct hc_probe *p);
 };
 
 struct hc_grpc {
@@ -167,7 +173,11 @@ struct hc_probe {
     bool done;
     bool closing;
     bool connected;
-    bool unconfirmed; /* bytes sent since the peer last sent any */
+    bool unconfirmed;    /* bytes sent since the peer last sent any */
+    bool holds_slot;     /* counted in m->inflight (not while kept idle) */
+    bool reused;         /* this check runs on a connection kept from an earlier one */
+    bool answered;       /* the protocol got response bytes during this check */
+    struct hc_ep *owner; /* while kept idle between checks: the record, whose idle it is */
 
     union {
         struct hc_http http;
@@ -180,11 +190,14 @@ struct hc_probe {
 
 extern const struct hc_proto hc__proto_http, hc__proto_tcp, hc__proto_grpc;
 
-/* Starts a check of <rec>'s endpoint. Returns 0 (rec->probe is set and will report through
- * hc__ep_probe_done), or -1 with the reason in why (the record stays without a probe). */
+/* Starts a check of <rec>'s endpoint, on its kept connection (rec->idle) if it has one, else
+ * on a new one. Returns 0 (rec->probe is set and will report through hc__ep_probe_done), or -1
+ * with the reason in why (the record stays without a probe). */
 int hc__probe_start(struct hc_manager *m, struct hc_ep *rec, char *why, size_t whylen);
 /* Detaches the probe from its record and closes it; no verdict is reported. */
 void hc__probe_cancel(struct hc_probe *p);
+/* Closes <rec>'s kept connection, if any. */
+void hc__probe_drop_idle(struct hc_ep *rec);
 /* Sends bytes of the check (through TLS when on). 0, or -1 with p->why set. */
 int hc__probe_send(struct hc_probe *p, const void *data, size_t len);
 /* The name the probe uses for SNI / :authority / certificate checks (may be NULL). */
@@ -217,8 +230,9 @@ struct hc_ep {
     bool closing;
     uint8_t phase; /* enum hc_ep_phase */
     struct hc_probe *probe;
-    struct wr_list qlink; /* m->queue while HC_EP_QUEUED */
-    struct wr_list elink; /* m->ejected while ejected */
+    struct hc_probe *idle; /* the connection kept from the last (passed HTTP) check, or NULL */
+    struct wr_list qlink;  /* m->queue while HC_EP_QUEUED */
+    struct wr_list elink;  /* m->ejected while ejected */
     struct hc_verdict v;
     uint64_t probe_start; /* loop time of the running probe's start */
     /* outlier detection */
@@ -244,7 +258,7 @@ struct hc_manager {
     uint32_t n_groups;
     struct wr_list queue;   /* struct hc_ep.qlink */
     struct wr_list ejected; /* struct hc_ep.elink */
-    unsigned inflight;      /* probes not yet closed */
+    unsigned inflight;      /* probes not yet closed, kept idle connections aside */
     unsigned handles;       /* open handles (records, probes, async, timer) */
     bool closing;
     uv_async_t async; /* outlier suspects from the workers */
@@ -258,8 +272,8 @@ struct hc_manager {
 
 /* The probe of <rec> reached a verdict (the probe closes itself after). */
 void hc__ep_probe_done(struct hc_ep *rec, bool ok, const char *why);
-/* A probe closed: start a queued check, or finish closing the manager. */
-void hc__manager_probe_closed(struct hc_manager *m);
+/* A probe gave up its slot (it closed, or its connection is kept idle): start queued checks. */
+void hc__manager_slot_freed(struct hc_manager *m);
 /* The TLS context for probes of cluster <c> (NULL when it cannot be built). */
 SSL_CTX *hc__tls_ctx(struct hc_manager *m, const struct xds_cluster *c, char *why, size_t whylen);
 /* Outlier detection (hc_outlier.c). */

@@ -1,6 +1,19 @@
 /* health/hc_probe.c -- one active check on one connection: connect, optional TLS (OpenSSL over
  * memory BIOs, driven by libuv reads and writes), then the check protocol (hc_http.c,
- * hc_grpc.c, or the TCP check below) until it gives a verdict, then close.
+ * hc_grpc.c, or the TCP check below) until it gives a verdict, then close -- or, after a pass
+ * whose protocol says the connection can carry another request (HTTP/1.1 keep-alive), keep it.
+ *
+ * Kept connections. A probe kept after its check is parked in its record (rec->idle,
+ * p->owner): it gives its slot back (an idle connection does not count against
+ * HC_MAX_INFLIGHT), keeps reading so that a close by the server is noticed at once, and is
+ * closed if the server sends anything while idle. The record's next check takes it back
+ * (hc__probe_start), with a fresh snapshot reference, the TLS session as it was, and the slot
+ * again. If that connection turns out dead before any answer (write error, EOF or reset before
+ * a response byte: the server closed it while idle), the check is retried once on a new
+ * connection within the same check and timeout, so an idle timeout on the server never makes a
+ * check fail. The record closes its kept connection when its check settings change, when it
+ * is removed and when the manager closes (rec_stop()); any failure or timeout closes the
+ * connection it happened on.
  *
  * A probe owns one handle (its uv_tcp_t) and is freed in its close callback. It holds a
  * reference on the snapshot it started under, so the check settings and the address it reads
@@ -25,18 +38,26 @@ struct hc_wreq {
     char data[];
 };
 
+/* Step result of a check on a reused connection found dead before any answer: retry. */
+enum { HC_RETRY = HC_FAIL + 1 };
+
 static void probe_close(struct hc_probe *p);
+static struct hc_probe *probe_connect(struct hc_manager *m, struct hc_ep *rec, SSL_CTX *ctx,
+                                      char *why, size_t whylen);
 
 static void on_probe_closed(uv_handle_t *h)
 {
     struct hc_probe *p = WR_CONTAINER_OF(h, struct hc_probe, tcp);
     struct hc_manager *m = p->m;
+    bool slot = p->holds_slot;
 
     p->ops->dispose(p);
     SSL_free(p->ssl);
     xds_snapshot_unref(p->snap);
     free(p);
-    hc__manager_probe_closed(m);
+    if (slot)
+        hc__manager_slot_freed(m);
+    hc__manager_handle_closed(m);
 }
 
 /* A connection whose check is over is closed with a reset (SO_LINGER 0), as HAProxy does for
@@ -55,7 +76,8 @@ static void probe_close(struct hc_probe *p)
     uv_close((uv_handle_t *)&p->tcp, on_probe_closed);
 }
 
-/* The verdict: reported to the record (if it still waits for one), then the probe closes. */
+/* The verdict: reported to the record (if it still waits for one), then the probe closes, or
+ * is kept idle in the record when the check passed and its protocol allows another request. */
 static void finish(struct hc_probe *p, bool ok)
 {
     struct hc_ep *rec = p->rec;
@@ -64,23 +86,77 @@ static void finish(struct hc_probe *p, bool ok)
         return;
     p->done = true;
     p->rec = NULL;
-    if (rec != NULL) {
-        rec->probe = NULL;
-        hc__ep_probe_done(rec, ok, ok ? "" : p->why);
+    if (rec == NULL) {
+        probe_close(p);
+        return;
     }
-    probe_close(p);
+    rec->probe = NULL;
+    if (ok && p->ops->reusable != NULL && p->ops->reusable(p) && !p->m->closing &&
+        rec->idle == NULL) {
+        p->owner = rec;
+        rec->idle = p;
+        p->holds_slot = false;
+        hc__manager_slot_freed(p->m);
+    } else {
+        probe_close(p);
+    }
+    hc__ep_probe_done(rec, ok, ok ? "" : p->why);
+}
+
+/* The kept connection <p> died before answering this check: close it and run the check again
+ * on a new connection, which takes over its slot (the record's timeout keeps running). */
+static void retry(struct hc_probe *p)
+{
+    struct hc_ep *rec = p->rec;
+    struct hc_manager *m = p->m;
+    char why[160];
+
+    SSL_CTX *ctx = p->ssl != NULL ? SSL_get_SSL_CTX(p->ssl) : NULL; /* the same settings */
+
+    p->done = true;
+    p->rec = NULL;
+    p->holds_slot = false;
+    m->inflight--; /* taken again by probe_connect() at once: no queued check can slip in */
+    if (rec == NULL) {
+        probe_close(p);
+        return;
+    }
+    rec->probe = NULL;
+    probe_close(p); /* p and its SSL (holding ctx) are freed in the close callback, later */
+    if (probe_connect(m, rec, ctx, why, sizeof(why)) == NULL)
+        hc__ep_probe_done(rec, false, why);
 }
 
 static void step(struct hc_probe *p, int rc)
 {
-    if (rc != HC_MORE)
+    if (rc == HC_RETRY)
+        retry(p);
+    else if (rc != HC_MORE)
         finish(p, rc == HC_PASS);
+}
+
+/* A read or write error, or the end of the stream before the protocol's own end: a reused
+ * connection that did not answer this check yet is retried, anything else fails. */
+static int dead(struct hc_probe *p)
+{
+    return p->reused && !p->answered ? HC_RETRY : HC_FAIL;
 }
 
 void hc__probe_cancel(struct hc_probe *p)
 {
     p->rec = NULL;
     p->done = true;
+    probe_close(p);
+}
+
+void hc__probe_drop_idle(struct hc_ep *rec)
+{
+    struct hc_probe *p = rec->idle;
+
+    if (p == NULL)
+        return;
+    rec->idle = NULL;
+    p->owner = NULL;
     probe_close(p);
 }
 
@@ -94,7 +170,7 @@ static void on_write(uv_write_t *w, int status)
     free(r);
     if (status < 0 && status != UV_ECANCELED && !p->done) {
         snprintf(p->why, sizeof(p->why), "write: %s", uv_strerror(status));
-        finish(p, false);
+        step(p, dead(p));
     }
 }
 
@@ -198,6 +274,7 @@ static int tls_input(struct hc_probe *p, const char *d, size_t n)
     for (;;) {
         int k = SSL_read(p->ssl, buf, HC_READ_BUF);
         if (k > 0) {
+            p->answered = true;
             if ((rc = p->ops->data(p, buf, (size_t)k)) != HC_MORE)
                 return rc;
             continue;
@@ -206,7 +283,7 @@ static int tls_input(struct hc_probe *p, const char *d, size_t n)
         if (e == SSL_ERROR_WANT_READ)
             break;
         if (e == SSL_ERROR_ZERO_RETURN)
-            return p->ops->eof(p);
+            return p->reused && !p->answered ? HC_RETRY : p->ops->eof(p);
         tls_why(p, "TLS read");
         return HC_FAIL;
     }
@@ -220,27 +297,53 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(p->m->rbuf, HC_READ_BUF);
 }
 
+/* Bytes on a kept idle connection: TLS records that carry no data (TLS 1.3 session tickets)
+ * are taken in; anything else (data, close_notify, EOF, an error) ends the connection. */
+static bool idle_input(struct hc_probe *p, ssize_t nread, const char *d)
+{
+    if (nread <= 0 || p->ssl == NULL)
+        return false;
+    if (BIO_write(SSL_get_rbio(p->ssl), d, (int)nread) != (int)nread)
+        return false;
+    ERR_clear_error();
+    int k = SSL_read(p->ssl, p->m->rbuf, HC_READ_BUF);
+    bool keep = k <= 0 && SSL_get_error(p->ssl, k) == SSL_ERROR_WANT_READ;
+    ERR_clear_error();
+    return keep && tls_flush(p) == 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct hc_probe *p = WR_CONTAINER_OF(s, struct hc_probe, tcp);
 
-    if (p->done || nread == 0)
+    if (nread == 0)
+        return;
+    if (p->owner != NULL) {
+        if (!idle_input(p, nread, buf->base))
+            hc__probe_drop_idle(p->owner);
+        return;
+    }
+    if (p->done)
         return;
     if (nread > 0) {
         p->unconfirmed = false; /* the peer answers: it read what it answers to */
-        step(p, p->ssl != NULL ? tls_input(p, buf->base, (size_t)nread)
-                               : p->ops->data(p, buf->base, (size_t)nread));
+        if (p->ssl != NULL) {
+            step(p, tls_input(p, buf->base, (size_t)nread));
+            return;
+        }
+        p->answered = true;
+        step(p, p->ops->data(p, buf->base, (size_t)nread));
         return;
     }
     if (nread == UV_EOF && (p->ssl == NULL || p->tls_done)) {
-        step(p, p->ops->eof(p));
+        step(p, p->reused && !p->answered ? HC_RETRY : p->ops->eof(p));
         return;
     }
     if (nread == UV_EOF)
         snprintf(p->why, sizeof(p->why), "TLS handshake: connection closed");
     else
         snprintf(p->why, sizeof(p->why), "read: %s", uv_strerror((int)nread));
-    finish(p, false);
+    step(p, dead(p));
 }
 
 /* ---- connecting ----------------------------------------------------------------------------- */
@@ -350,17 +453,63 @@ SSL_CTX *hc__tls_ctx(struct hc_manager *m, const struct xds_cluster *c, char *wh
     return ctx;
 }
 
+/* Takes <rec>'s kept connection for a new check: the current snapshot's settings, a fresh
+ * protocol state, the slot again, and the request sent at once. Returns false when it cannot
+ * even send (the connection is dead): then it is closed and the caller connects anew. */
+static bool probe_reuse(struct hc_manager *m, struct hc_ep *rec)
+{
+    struct hc_probe *p = rec->idle;
+    struct xds_snapshot *old = p->snap;
+
+    rec->idle = NULL;
+    p->owner = NULL;
+    p->ops->dispose(p);
+    memset(&p->u, 0, sizeof(p->u));
+    p->snap = xds_snapshot_ref(m->snap);
+    xds_snapshot_unref(old);
+    p->c = rec->c; /* same check settings as its last check: a change drops the connection */
+    p->ep = rec->ep;
+    p->hc = &rec->c->hc;
+    p->done = false;
+    p->reused = true;
+    p->answered = false;
+    p->why[0] = '\0';
+    p->holds_slot = true;
+    m->inflight++;
+    if (p->ops->start(p) != HC_MORE) {
+        /* Nothing reached the server: close it; the new connection takes over the slot. */
+        p->done = true;
+        p->holds_slot = false;
+        m->inflight--;
+        probe_close(p);
+        return false;
+    }
+    p->rec = rec;
+    rec->probe = p;
+    return true;
+}
+
 int hc__probe_start(struct hc_manager *m, struct hc_ep *rec, char *why, size_t whylen)
 {
     const struct xds_cluster *c = rec->c;
     SSL_CTX *ctx = NULL;
-    struct hc_probe *p;
 
+    if (rec->idle != NULL && probe_reuse(m, rec))
+        return 0;
     /* The check speaks TLS when it says so, and also when the cluster does: a plain check of a
      * TLS port could only fail. */
     if ((c->hc.tls || c->tls.enabled) && (ctx = hc__tls_ctx(m, c, why, whylen)) == NULL)
         return -1;
-    p = wr_xcalloc(1, sizeof(*p));
+    return probe_connect(m, rec, ctx, why, whylen) != NULL ? 0 : -1;
+}
+
+/* A check on a new connection (TLS with <ctx> when not NULL). */
+static struct hc_probe *probe_connect(struct hc_manager *m, struct hc_ep *rec, SSL_CTX *ctx,
+                                      char *why, size_t whylen)
+{
+    const struct xds_cluster *c = rec->c;
+    struct hc_probe *p = wr_xcalloc(1, sizeof(*p));
+
     p->m = m;
     p->snap = xds_snapshot_ref(m->snap);
     p->c = c;
@@ -372,6 +521,7 @@ int hc__probe_start(struct hc_manager *m, struct hc_ep *rec, char *why, size_t w
     if (ctx != NULL)
         tls_setup(p, ctx);
     uv_tcp_init(m->loop, &p->tcp);
+    p->holds_slot = true;
     m->inflight++;
     m->handles++;
     int rc = uv_tcp_connect(&p->creq, &p->tcp, (const struct sockaddr *)&p->ep->ss, on_connect);
@@ -379,11 +529,11 @@ int hc__probe_start(struct hc_manager *m, struct hc_ep *rec, char *why, size_t w
         snprintf(why, whylen, "connect: %s", uv_strerror(rc));
         p->done = true;
         probe_close(p);
-        return -1;
+        return NULL;
     }
     p->rec = rec;
     rec->probe = p;
-    return 0;
+    return p;
 }
 
 /* ---- the TCP check -------------------------------------------------------------------------- */
@@ -420,4 +570,4 @@ static void tcp_dispose(struct hc_probe *p)
     hc__match_dispose(&p->u.tcp.mt);
 }
 
-const struct hc_proto hc__proto_tcp = {tcp_start, tcp_data, tcp_eof, tcp_dispose};
+const struct hc_proto hc__proto_tcp = {tcp_start, tcp_data, tcp_eof, tcp_dispose, NULL};

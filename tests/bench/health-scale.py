@@ -24,16 +24,20 @@ import asyncio, json, resource, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 N = int(sys.argv[1])
-RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 conns = [0]
+requests = [0]
 
 async def handle(reader, writer):
-    # Counts connections (a TCP check only connects); answers an HTTP request if one comes.
+    # Counts connections (a TCP check only connects) and HTTP requests, answered keep-alive
+    # as real servers do (weir's HTTP checks reuse their connection).
     conns[0] += 1
     try:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(RESP)
-        await writer.drain()
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            requests[0] += 1
+            writer.write(RESP)
+            await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
         pass
     finally:
@@ -44,7 +48,7 @@ async def report():
         line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if not line:
             return
-        print(conns[0], flush=True)
+        print(conns[0], requests[0], flush=True)
 
 async def main():
     servers = [await asyncio.start_server(handle, "127.0.0.1", 0, backlog=128)
@@ -65,8 +69,8 @@ def cpu_seconds(pid):
 
 
 class Listeners:
-    """N listeners on 127.0.0.1 in one asyncio process; connections() counts what they
-    accepted."""
+    """N listeners on 127.0.0.1 in one asyncio process; checks() counts the connections they
+    accepted (TCP checks) or the HTTP requests they answered (HTTP checks)."""
 
     def __init__(self, n):
         path = os.path.join(tmpdir(), "origins.py")
@@ -75,9 +79,13 @@ class Listeners:
         self.ports = json.loads(self.bg.line())
         check_eq(len(self.ports), n, "listeners")
 
-    def connections(self):
+    def counts(self):
         self.bg.send("\n")
-        return int(self.bg.line())
+        return [int(x) for x in self.bg.line().split()]
+
+    def checks(self, check_type):
+        conns, requests = self.counts()
+        return requests if check_type == "http" else conns
 
 
 def config(ports, check_type=None):
@@ -101,21 +109,23 @@ def measure(w, seconds):
 def cost_of(check_type, origins, ports):
     """weir's CPU share with <check_type> checks of every endpoint, and the checks it ran."""
     w = Weir(config(ports, check_type), workers=1).start()
-    first = origins.connections()
-    wait_for(lambda: origins.connections() - first >= N, timeout=30,
+    first = origins.checks(check_type)
+    wait_for(lambda: origins.checks(check_type) - first >= N, timeout=30,
              what="a first check of every endpoint")
     time.sleep(2)
-    c0 = origins.connections()
+    c0 = origins.checks(check_type)
+    conns0 = origins.counts()[0]
     share = measure(w, MEASURE_S)
-    checks = origins.connections() - c0
+    checks = origins.checks(check_type) - c0
+    conns = origins.counts()[0] - conns0
     m = w.metrics()
     unhealthy = sum(1 for n, l, v in m if n == "weir_endpoint_healthy" and v == 0)
     w.stop()
     check_eq(unhealthy, 0, "endpoints unhealthy (%s checks)" % check_type)
     check(checks >= N * MEASURE_S * 0.8,
           "%s checks ran at about one per endpoint per second (%d)" % (check_type, checks))
-    print("    %s checks: %d in %d s (%.0f/s), weir CPU %.2f %% of one core"
-          % (check_type, checks, MEASURE_S, checks / float(MEASURE_S), share * 100))
+    print("    %s checks: %d in %d s (%.0f/s) over %d new connections, weir CPU %.2f %% of one core"
+          % (check_type, checks, MEASURE_S, checks / float(MEASURE_S), conns, share * 100))
     return share
 
 

@@ -74,8 +74,7 @@ TEST(request_format)
     char *req = hc__http_request(&hc, "127.0.0.1:9001", &len);
 
     ASSERT_STREQ(req, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nUser-Agent: "
-                      "weir-health-check/" WEIR_VERSION "\r\nAccept: */*\r\n"
-                      "Connection: close\r\n\r\n");
+                      "weir-health-check/" WEIR_VERSION "\r\nAccept: */*\r\n\r\n");
     ASSERT_EQ(len, strlen(req));
     free(req);
     hc.method = "HEAD";
@@ -293,4 +292,44 @@ TEST(large_body_in_one_read)
     ASSERT_EQ(run(&hc, resp, len, 0, false, why), HC_FAIL);
     ASSERT(strstr(why, "body does not contain") != NULL);
     free(resp);
+}
+
+/* Whether the connection may carry the next check after <resp> (fed whole; PASS expected). */
+static bool reusable(const struct xds_health_check *hc, const char *resp)
+{
+    struct hc_http h;
+    char why[160];
+    bool r;
+
+    hc__http_init(&h, hc);
+    ASSERT_EQ(hc__http_feed(&h, resp, strlen(resp), why, sizeof(why)), HC_PASS);
+    r = h.reusable;
+    hc__http_dispose(&h);
+    return r;
+}
+
+TEST(keep_alive_only_after_a_complete_response)
+{
+    struct xds_health_check hc = check(NULL, NULL), body = check(NULL, "ok");
+    struct xds_health_check head = check("HEAD", NULL);
+
+    ASSERT(reusable(&hc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    ASSERT(reusable(&hc, "HTTP/1.1 204 No Content\r\n\r\n"));
+    ASSERT(reusable(&head, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"));
+    ASSERT(
+        reusable(&hc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"));
+    ASSERT(reusable(&body, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "2\r\nok\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"));
+    ASSERT(reusable(&body, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                           "Content-Length: 5\r\n\r\nok..."));
+    /* The server closes, or the end is unknown, or not all in, or something follows. */
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"));
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\n\r\n"));
+    ASSERT(!reusable(&hc, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\n\r\nok"));
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok"));
+    ASSERT(!reusable(&body, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"));
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1"));
+    /* A pass stays a pass whatever follows it in the same read. */
+    ASSERT(!reusable(&hc, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"));
 }

@@ -23,13 +23,17 @@
 
 /* ---- an origin in the test process ---------------------------------------------------------- */
 
-enum { ORG_OK = 0, ORG_503, ORG_SILENT, ORG_PONG, ORG_ERR };
+/* ORG_KA answers 200 and keeps the connection open for more requests; ORG_KA_DROP does too,
+ * but closes a connection, unanswered, when its second request arrives (a server closing an
+ * idle connection just as the next request is sent). */
+enum { ORG_OK = 0, ORG_503, ORG_SILENT, ORG_PONG, ORG_ERR, ORG_KA, ORG_KA_DROP };
 
 struct org_conn {
     uv_tcp_t tcp;
     struct wr_list link;
     char buf[4096];
     size_t len;
+    unsigned requests;
 };
 
 static struct {
@@ -37,6 +41,7 @@ static struct {
     int port;
     int mode;
     unsigned accepted;
+    unsigned requests; /* answered by ORG_KA / ORG_KA_DROP */
     struct wr_list conns;
 } org;
 
@@ -65,7 +70,8 @@ static void org_written(uv_write_t *w, int status)
     struct org_conn *c = w->data;
 
     free(w);
-    org_close(c);
+    if (org.mode != ORG_KA && org.mode != ORG_KA_DROP)
+        org_close(c);
 }
 
 static void org_send(struct org_conn *c, const char *text)
@@ -98,6 +104,16 @@ static void org_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (strstr(c->buf, "\r\n\r\n") == NULL)
         return;
+    if (org.mode == ORG_KA || org.mode == ORG_KA_DROP) {
+        c->len = 0;
+        if (++c->requests == 2 && org.mode == ORG_KA_DROP) {
+            org_close(c);
+            return;
+        }
+        org.requests++;
+        org_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return;
+    }
     uv_read_stop(s);
     org_send(c, org.mode == ORG_OK
                     ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -352,6 +368,76 @@ TEST(check_timeout)
     RUN_UNTIL(&f, flags(st) & XDS_EPF_UNHEALTHY, 10000);
     ASSERT(now_ms() - t0 >= 100); /* two checks that each waited their whole timeout */
     ASSERT(org.accepted >= 2);
+    fx_done(&f, true);
+}
+
+static struct hc_ep *record(struct fx *f, struct xds_ep_state *st)
+{
+    struct hc_ep *rec = hc__map_find(f->m, st);
+
+    ASSERT(rec != NULL);
+    return rec;
+}
+
+/* Keep-alive: one connection carries the checks of an endpoint; between checks it holds no
+ * probe slot; a change of the check's settings closes it; closing the manager with it idle
+ * frees everything (fx_done() asserts the loop has no handle left). */
+TEST(http_connection_reused)
+{
+    struct fx f;
+
+    fx_init(&f);
+    org_start(&f.loop, ORG_KA);
+    fx_load(&f,
+            "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP("") "}",
+            org.port);
+    struct xds_ep_state *st = ep(&f, 0, 0);
+    RUN_UNTIL(&f, xds_ctr_get(&st->hc_ok) >= 10, 10000);
+    ASSERT_EQ(xds_ctr_get(&st->hc_fail), 0);
+    ASSERT_EQ(org.accepted, 1);
+    ASSERT(org.requests >= 10);
+    RUN_UNTIL(&f, record(&f, st)->idle != NULL, 5000);
+    ASSERT_EQ(f.m->inflight, 0);
+
+    /* Same settings (another cluster added): the connection stays. */
+    fx_load(&f,
+            "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP(
+                "") "},"
+                    "{\"name\": \"d\", \"endpoints\": [{\"address\": \"127.0.0.1:1\"}]}",
+            org.port);
+    uint64_t ok = xds_ctr_get(&st->hc_ok);
+    RUN_UNTIL(&f, xds_ctr_get(&st->hc_ok) >= ok + 3, 10000);
+    ASSERT_EQ(org.accepted, 1);
+
+    /* Changed settings: a new connection. */
+    fx_load(&f,
+            "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP(
+                ", \"host\": \"other\"") "}",
+            org.port);
+    ok = xds_ctr_get(&st->hc_ok);
+    RUN_UNTIL(&f, xds_ctr_get(&st->hc_ok) >= ok + 3, 10000);
+    ASSERT_EQ(org.accepted, 2);
+    ASSERT_EQ(xds_ctr_get(&st->hc_fail), 0);
+    RUN_UNTIL(&f, record(&f, st)->idle != NULL, 5000);
+    fx_done(&f, true);
+}
+
+/* A kept connection the server closes as the next request arrives: that check is retried on a
+ * new connection, and never fails. */
+TEST(http_dead_kept_connection_retried)
+{
+    struct fx f;
+
+    fx_init(&f);
+    org_start(&f.loop, ORG_KA_DROP);
+    fx_load(&f,
+            "{\"name\": \"c\", \"endpoints\": [{\"address\": \"127.0.0.1:%d\"}], " HC_HTTP("") "}",
+            org.port);
+    struct xds_ep_state *st = ep(&f, 0, 0);
+    RUN_UNTIL(&f, xds_ctr_get(&st->hc_ok) >= 8, 10000);
+    ASSERT_EQ(xds_ctr_get(&st->hc_fail), 0);
+    ASSERT_EQ(flags(st), 0);
+    ASSERT(org.accepted >= 8); /* every connection answered one request */
     fx_done(&f, true);
 }
 
