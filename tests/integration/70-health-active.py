@@ -9,6 +9,7 @@ never with how fast a machine is."""
 import os
 
 from harness import *
+from harness import _register
 
 INTERVAL_MS = 300
 
@@ -139,6 +140,46 @@ def test_default_host_is_endpoint_address():
           "clusters": [cluster("c", e, health_check=hc_http())]}).start()
     wait_for(lambda: len(seen) >= 1, what="a check")
     check(("\r\nHost: %s\r\n" % e.address).encode() in seen[0], "Host: %r" % seen[0])
+
+
+class TlsToggleOrigin(ToggleOrigin):
+    """ToggleOrigin behind TLS: its listening socket is wrapped, so every accepted connection
+    completes a TLS handshake (with a certificate made for the test) before it is served."""
+
+    def __init__(self, name, cert, key):
+        super().__init__(name)
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.load_cert_chain(cert, key)
+
+    def start(self):
+        self._sock = self._ctx.wrap_socket(socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+                                           server_side=True)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((self.host, self.port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self._stop = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+        _register(self)
+        return self
+
+
+def test_http_check_over_tls():
+    """An HTTP check with "tls": true against an HTTPS-only endpoint flips it both ways."""
+    d = tmpdir()
+    crt, key = make_cert(d)
+    a = TlsToggleOrigin("ta", crt, key).start()
+    c = cluster("c", a, health_check=hc_http(tls=True))
+    c["tls"] = {"ca_file": crt, "sni": "localhost"}
+    w = Weir({"routes": [route("all", "c")], "clusters": [c]}).start()
+    wait_for(lambda: a.health_hits >= 2 and endpoint_health(w, "c", a.address) == "healthy",
+             what="first TLS checks of a")
+    check_eq(w.http("GET", "/").header("X-Origin"), "ta", "proxied over TLS to the endpoint")
+    a.healthy = False
+    wait_health(w, "c", a.address, "unhealthy")
+    a.healthy = True
+    wait_health(w, "c", a.address, "healthy")
+    check(a.connections >= 1, "the checks came over TLS connections")
 
 
 def test_tcp_check_flips():
