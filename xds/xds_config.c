@@ -615,11 +615,12 @@ static char **parse_strv(struct xds__cfg *c, json_t *o, const char *key, uint32_
 static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *d)
 {
     static const char *const types[] = {"file", "dns_srv", "consul", "kubernetes", NULL};
-    static const char *const keys[][5] = {
-        {"type", "path", NULL},
-        {"type", "name", "cluster", "resolvers", NULL},
-        {"type", "address", "token_file", NULL},
-        {"type", "kubeconfig", "ingress_class", "namespaces", NULL},
+    static const char *const keys[][8] = {
+        {"type", "path", "stale_after_ms", NULL},
+        {"type", "name", "cluster", "resolvers", "stale_after_ms", NULL},
+        {"type", "address", "token_file", "ca_file", "datacenter", "wait_ms", "stale_after_ms",
+         NULL},
+        {"type", "kubeconfig", "ingress_class", "namespaces", "stale_after_ms", NULL},
     };
     char *type = NULL;
     unsigned t = 0;
@@ -635,6 +636,7 @@ static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *
     }
     d->type = (uint8_t)(XDS_SRC_FILE + t);
     xds__cfg_keys(c, o, keys[t]);
+    xds__cfg_u32(c, o, "stale_after_ms", 0, 0, UINT32_MAX, &d->stale_after_ms);
     switch (d->type) {
     case XDS_SRC_FILE:
         xds__cfg_file(c, o, "path", XDS__REQUIRED, false, &d->path);
@@ -652,6 +654,9 @@ static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *
             strncmp(d->address, "https://", 8) != 0)
             xds__cfg_err(c, "address", "must be an http:// or https:// URL");
         xds__cfg_file(c, o, "token_file", XDS__NULLABLE, false, &d->token_file);
+        xds__cfg_file(c, o, "ca_file", XDS__NULLABLE, true, &d->ca_file);
+        xds__cfg_str(c, o, "datacenter", XDS__NULLABLE | XDS__NONEMPTY, NULL, &d->datacenter);
+        xds__cfg_u32(c, o, "wait_ms", 30000, 1000, 600000, &d->wait_ms);
         break;
     default:
         xds__cfg_file(c, o, "kubeconfig", XDS__NULLABLE, false, &d->kubeconfig);

@@ -215,6 +215,9 @@ static json_t *discovery_json(const struct xds_discovery *d)
     case XDS_SRC_CONSUL:
         set(o, "address", json_string(d->address));
         set(o, "token_file", str_or_null(d->token_file));
+        set(o, "ca_file", str_or_null(d->ca_file));
+        set(o, "datacenter", str_or_null(d->datacenter));
+        set(o, "wait_ms", json_integer(d->wait_ms));
         break;
     default:
         set(o, "kubeconfig", str_or_null(d->kubeconfig));
@@ -222,6 +225,7 @@ static json_t *discovery_json(const struct xds_discovery *d)
         set(o, "namespaces", strv(d->namespaces, d->n_namespaces));
         break;
     }
+    set(o, "stale_after_ms", json_integer(d->stale_after_ms));
     return o;
 }
 

@@ -215,6 +215,8 @@ static void free_discovery(struct xds_discovery *d)
     free_strv(d->resolvers, d->n_resolvers);
     free(d->address);
     free(d->token_file);
+    free(d->ca_file);
+    free(d->datacenter);
     free(d->kubeconfig);
     free(d->ingress_class);
     free_strv(d->namespaces, d->n_namespaces);

@@ -357,6 +357,9 @@ struct xds_discovery {
     char **resolvers;
     uint32_t n_resolvers;
     char *address, *token_file; /* consul: base URL, token file (NULL: none; not read) */
+    char *ca_file, *datacenter; /* consul: CA for https (NULL: system's), dc (NULL: agent's) */
+    uint32_t wait_ms;           /* consul: blocking query wait (default 30000) */
+    uint32_t stale_after_ms;    /* all: /ready fails when no view came for this long (0: never) */
     /* kubernetes: kubeconfig (NULL: in-cluster), IngressClass name, namespaces (none: all) */
     char *kubeconfig, *ingress_class;
     char **namespaces;
