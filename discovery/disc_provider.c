@@ -16,7 +16,7 @@
 /* One entry per enum xds_source from XDS_SRC_FILE on; NULL: not built into this binary. */
 static const struct disc_ops *const ops_by_type[] = {
     &disc__file_ops, /* XDS_SRC_FILE */
-    NULL,            /* XDS_SRC_DNS_SRV: disc_dns.c */
+    &disc__dns_ops,  /* XDS_SRC_DNS_SRV */
     NULL,            /* XDS_SRC_CONSUL: disc_consul.c */
     NULL,            /* XDS_SRC_KUBERNETES: disc_k8s.c */
 };
