@@ -307,7 +307,8 @@ static void set_addrs(struct dns_target *t, const struct sockaddr_storage *ss, s
 {
     free(t->ss);
     t->ss = wr_xcalloc(n + 1, sizeof(*ss));
-    memcpy(t->ss, ss, n * sizeof(*ss));
+    if (n > 0)
+        memcpy(t->ss, ss, n * sizeof(*ss));
     t->n = n;
 }
 
