@@ -12,9 +12,10 @@
 
 #include <jansson.h>
 
-#define DISC_DNS_NAME_MAX   256        /* presentation form of a name, NUL included */
-#define DISC_DNS_NO_TTL     UINT32_MAX /* "no TTL seen" */
-#define DISC_DNS_MAX_WEIGHT 10000      /* the config's endpoint weight limit (xds) */
+#define DISC_DNS_NAME_MAX     256        /* presentation form of a name, NUL included */
+#define DISC_DNS_NO_TTL       UINT32_MAX /* "no TTL seen" */
+#define DISC_DNS_MAX_WEIGHT   10000      /* the config's endpoint weight limit (xds) */
+#define DISC_DNS_MAX_PRIORITY 127        /* the config's endpoint priority limit (xds) */
 
 /* One SRV record (RFC 2782) of an answer. */
 struct disc_srv_rec {
@@ -56,8 +57,10 @@ struct disc_dns_addrs {
  * becomes an endpoint {"address", "weight", "priority"} with the record's port and priority;
  * the record's weight (0 counts as 1) is shared among its target's addresses, rounded, at least
  * 1 and at most DISC_DNS_MAX_WEIGHT. An address produced twice keeps its lowest priority, and
- * the weights of that priority add up. Endpoints are sorted by priority, then address, so
- * equal answers give equal views. Returns a new reference. */
+ * the weights of that priority add up. The SRV priority is published as is when every one is
+ * at most DISC_DNS_MAX_PRIORITY, else the distinct priorities become levels 0, 1, 2, ... in
+ * order. Endpoints are sorted by priority, then address, so equal answers give equal views.
+ * Returns a new reference. */
 json_t *disc__dns_view(const char *cluster, const struct disc_srv_rec *recs,
                        const struct disc_dns_addrs *addrs, size_t n);
 

@@ -338,6 +338,23 @@ static size_t merge(struct ep *eps, size_t m)
     return out;
 }
 
+/* weir's priority levels go from 0 to DISC_DNS_MAX_PRIORITY, SRV priorities up to 65535, and
+ * only their order matters: when some priority does not fit, the distinct priorities of the
+ * answer become levels 0, 1, 2, ... in order (the 128th and above share the last level).
+ * <eps> is sorted by_priority(). */
+static void fit_priorities(struct ep *eps, size_t m)
+{
+    if (m == 0 || eps[m - 1].priority <= DISC_DNS_MAX_PRIORITY)
+        return;
+    uint16_t level = 0, prev = eps[0].priority;
+    for (size_t i = 0; i < m; i++) {
+        if (eps[i].priority != prev && level < DISC_DNS_MAX_PRIORITY)
+            level++;
+        prev = eps[i].priority;
+        eps[i].priority = level;
+    }
+}
+
 json_t *disc__dns_view(const char *cluster, const struct disc_srv_rec *recs,
                        const struct disc_dns_addrs *addrs, size_t n)
 {
@@ -352,6 +369,7 @@ json_t *disc__dns_view(const char *cluster, const struct disc_srv_rec *recs,
     qsort(eps, m, sizeof(*eps), by_address);
     m = merge(eps, m);
     qsort(eps, m, sizeof(*eps), by_priority);
+    fit_priorities(eps, m);
     for (size_t i = 0; i < m; i++)
         json_array_append_new(list, json_pack("{s:s, s:I, s:I}", "address", eps[i].address,
                                               "weight", (json_int_t)eps[i].weight, "priority",

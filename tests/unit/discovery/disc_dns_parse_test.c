@@ -362,6 +362,26 @@ TEST(view_duplicates_merge_and_weights_clamp)
                 "{\"address\": \"10.0.0.1:81\", \"weight\": 10000, \"priority\": 0}]}]}");
 }
 
+TEST(view_priorities_beyond_the_level_limit_keep_their_order)
+{
+    struct sockaddr_storage a[] = {ip("10.0.0.1")}, b[] = {ip("10.0.0.2")}, c[] = {ip("10.0.0.3")};
+    struct disc_srv_rec recs[] = {rec(65535, 1, 80), rec(10, 1, 80), rec(300, 1, 80)};
+    struct disc_dns_addrs addrs[] = {{a, 1}, {b, 1}, {c, 1}};
+
+    assert_view(disc__dns_view("c", recs, addrs, 3),
+                "{\"clusters\": [{\"name\": \"c\", \"endpoints\": ["
+                "{\"address\": \"10.0.0.2:80\", \"weight\": 1, \"priority\": 0},"
+                "{\"address\": \"10.0.0.3:80\", \"weight\": 1, \"priority\": 1},"
+                "{\"address\": \"10.0.0.1:80\", \"weight\": 1, \"priority\": 2}]}]}");
+
+    /* within the limit, the SRV values themselves */
+    struct disc_srv_rec small[] = {rec(127, 1, 80), rec(10, 1, 80)};
+    assert_view(disc__dns_view("c", small, addrs, 2),
+                "{\"clusters\": [{\"name\": \"c\", \"endpoints\": ["
+                "{\"address\": \"10.0.0.2:80\", \"weight\": 1, \"priority\": 10},"
+                "{\"address\": \"10.0.0.1:80\", \"weight\": 1, \"priority\": 127}]}]}");
+}
+
 TEST(view_empty)
 {
     assert_view(disc__dns_view("c", NULL, NULL, 0),
