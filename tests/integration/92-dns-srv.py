@@ -9,7 +9,8 @@ printed, asserted with a wide margin); a removed record gets no more traffic; an
 on ::1; priority fail-over when the priority-0 endpoints fail their health check, and
 fail-back; a resolver that stops answering for 10 s (SIGSTOP) changes nothing for the
 traffic, and changes converge once it is back; NXDOMAIN keeps the endpoints while an answer
-without SRV records (NODATA) empties the cluster (docs/dns-srv.md).
+without SRV records (NODATA) empties the cluster (docs/dns-srv.md); a reload that changes the
+name replaces the provider.
 
 Needs /usr/sbin/unbound and unbound-control (tools/install-deps.sh --test); skipped without.
 """
@@ -347,6 +348,22 @@ def test_nxdomain_keeps_endpoints_nodata_empties():
     check_eq(dns_query(dns.port, SRV_NAME, 33), 0, "RCODE of the SRV query (NODATA)")
     wait_endpoints(w, [], timeout=15)
     check_eq(w.http("GET", "/").status, 503, "status with no endpoint")
+
+
+def test_reload_follows_a_new_name():
+    """SIGHUP with another SRV name: the provider is replaced (the old one closed mid-life,
+    which the sanitizer build checks) and the cluster follows the new name."""
+    oa, ob = Origin("a").start(), Origin("b").start()
+    dns = Unbound().start([srv(30, 0, 1, oa.port, "a"), a("a", 30, "127.0.0.1"),
+                           srv(30, 0, 1, ob.port, "a", name="_other._tcp.search")])
+    cfg = dns_config(dns)
+    w = Weir(cfg).start()
+    wait_endpoints(w, [oa.address])
+    cfg = json.loads(json.dumps(cfg))
+    cfg["discovery"][0]["name"] = "_other._tcp.search." + ZONE
+    w.reload(cfg)
+    wait_endpoints(w, [ob.address])
+    check_eq(origins_seen(w, 5), {"b": 5}, "traffic after the reload")
 
 
 if __name__ == "__main__":
