@@ -1148,6 +1148,7 @@ class FakeKube:
         self.failures = []               # [{"code", "count", "rx", "method"}]
         self.requests = []               # request log (bounded)
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.reopen_error = None
         self.started = False
         for ns in namespaces:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -1582,6 +1583,8 @@ class FakeKube:
 
     def up(self):
         """Ends a down() period early (or on its timer)."""
+        if self.down_mode == "hang":
+            self._close_all(conns=True)   # hung requests and frozen watches just end
         with self.lock:
             mode, self.down_mode = self.down_mode, None
             self.down_until = 0.0
@@ -1593,11 +1596,13 @@ class FakeKube:
                 for _ in range(50):
                     try:
                         lst.open()
+                        self.reopen_error = None
                         break
-                    except OSError:
+                    except OSError as e:
+                        self.reopen_error = "cannot listen again on port %d: %s" % (lst.port, e)
                         time.sleep(0.1)
-        elif mode == "hang":
-            self._close_all(conns=True)   # what hung stays unanswered: the client retries
+                if self.reopen_error:
+                    sys.stderr.write("kube-fake: %s\n" % self.reopen_error)
         with self.store.cond:
             self.store.cond.notify_all()
 
@@ -1637,6 +1642,7 @@ class FakeKube:
         with self.lock:
             st["watches"] = [w.describe() for w in self.watches]
             st["down"] = self.down_mode
+            st["reopen_error"] = self.reopen_error
             st["latency_ms"] = self.latency * 1000.0
             st["bookmark_interval"] = self.bookmark_interval
         return st
@@ -1666,6 +1672,13 @@ class FakeKube:
 
     def _serve_conn(self, conn, addr, listener):
         raw = conn
+        if listener.api and self.down_mode == "hang":
+            # A partition: the connection is there but nothing ever comes back, not even the
+            # TLS handshake. It is dropped when the outage ends.
+            while self.down_mode == "hang":
+                time.sleep(0.05)
+            conn.close()
+            return
         try:
             if listener.tls:
                 conn.settimeout(10)
@@ -1721,6 +1734,132 @@ def _load_body(data, yaml_ok=False, multi=False):
     except yaml.YAMLError as e:
         raise err_bad_request("error decoding YAML: %s" % e)
     return docs if multi else (docs[0] if docs else None)
+
+# ---- protobuf request bodies ---------------------------------------------------------------------
+#
+# kubectl's typed generators (`kubectl create namespace|secret|configmap|service ...`) send
+# application/vnd.kubernetes.protobuf: the magic "k8s\0", then a runtime.Unknown
+# {typeMeta=1 {apiVersion=1, kind=2}, raw=2}. raw is decoded with the field numbers of
+# k8s.io/api generated.proto for the kinds below; zero values are dropped (JSON omitempty).
+# Answers are always JSON, which clients accept whatever they asked for.
+
+_PB = {
+    "ObjectMeta": {1: ("name", "s"), 2: ("generateName", "s"), 3: ("namespace", "s"),
+                   5: ("uid", "s"), 6: ("resourceVersion", "s"), 7: ("generation", "i"),
+                   11: ("labels", "map"), 12: ("annotations", "map"),
+                   14: ("finalizers", "[s]")},
+    "Service": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ServiceSpec")},
+    "ServiceSpec": {1: ("ports", "[ServicePort]"), 2: ("selector", "map"),
+                    3: ("clusterIP", "s"), 4: ("type", "s"), 5: ("externalIPs", "[s]"),
+                    7: ("sessionAffinity", "s"), 8: ("loadBalancerIP", "s"),
+                    9: ("loadBalancerSourceRanges", "[s]"), 10: ("externalName", "s"),
+                    11: ("externalTrafficPolicy", "s"), 12: ("healthCheckNodePort", "i"),
+                    13: ("publishNotReadyAddresses", "b"), 17: ("ipFamilyPolicy", "s"),
+                    18: ("clusterIPs", "[s]"), 19: ("ipFamilies", "[s]"),
+                    20: ("allocateLoadBalancerNodePorts", "b"),
+                    21: ("loadBalancerClass", "s"), 22: ("internalTrafficPolicy", "s")},
+    "ServicePort": {1: ("name", "s"), 2: ("protocol", "s"), 3: ("port", "i"),
+                    4: ("targetPort", "intstr"), 5: ("nodePort", "i"),
+                    6: ("appProtocol", "s")},
+    "Secret": {1: ("metadata", "ObjectMeta"), 2: ("data", "mapbytes"), 3: ("type", "s"),
+               4: ("stringData", "map"), 5: ("immutable", "b")},
+    "ConfigMap": {1: ("metadata", "ObjectMeta"), 2: ("data", "map"),
+                  3: ("binaryData", "mapbytes"), 4: ("immutable", "b")},
+    "Namespace": {1: ("metadata", "ObjectMeta"), 2: ("spec", "NamespaceSpec")},
+    "NamespaceSpec": {1: ("finalizers", "[s]")},
+}
+
+
+def _pb_varint(buf, i):
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _pb_fields(buf):
+    """[(field number, value)]: ints for varints, bytes for length-delimited fields."""
+    out = []
+    i = 0
+    while i < len(buf):
+        key, i = _pb_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _pb_varint(buf, i)
+        elif wt == 2:
+            n, i = _pb_varint(buf, i)
+            v = bytes(buf[i:i + n])
+            if len(v) != n:
+                raise ValueError("truncated field %d" % num)
+            i += n
+        elif wt == 1:
+            v, i = int.from_bytes(buf[i:i + 8], "little"), i + 8
+        elif wt == 5:
+            v, i = int.from_bytes(buf[i:i + 4], "little"), i + 4
+        else:
+            raise ValueError("unsupported wire type %d" % wt)
+        out.append((num, v))
+    return out
+
+
+def _pb_message(buf, msg):
+    schema = _PB[msg]
+    out = {}
+    for num, v in _pb_fields(buf):
+        if num not in schema:
+            continue
+        name, typ = schema[num]
+        if typ == "s":
+            if v:
+                out[name] = v.decode("utf-8")
+        elif typ == "i":
+            v = v - (1 << 64) if v >= 1 << 63 else v
+            if v:
+                out[name] = v
+        elif typ == "b":
+            out[name] = bool(v)
+        elif typ == "[s]":
+            out.setdefault(name, []).append(v.decode("utf-8"))
+        elif typ in ("map", "mapbytes"):
+            entry = dict(_pb_fields(v))
+            val = entry.get(2, b"")
+            out.setdefault(name, {})[entry.get(1, b"").decode("utf-8")] = \
+                base64.b64encode(val).decode() if typ == "mapbytes" else val.decode("utf-8")
+        elif typ == "intstr":
+            f = dict(_pb_fields(v))
+            out[name] = f.get(3, b"").decode("utf-8") if f.get(1) == 1 else f.get(2, 0)
+        elif typ.startswith("["):
+            out.setdefault(name, []).append(_pb_message(v, typ[1:-1]))
+        else:
+            sub = _pb_message(v, typ)
+            if sub:
+                out[name] = sub
+    return out
+
+
+def decode_k8s_protobuf(body):
+    if not body.startswith(b"k8s\x00"):
+        raise err_bad_request("protobuf body without the k8s magic prefix")
+    try:
+        env = dict(_pb_fields(body[4:]))
+        tm = dict(_pb_fields(env.get(1, b"")))
+        api, kind = tm.get(1, b"").decode(), tm.get(2, b"").decode()
+        if kind not in _PB or "/" in api:
+            raise ApiError(415, "UnsupportedMediaType", "this fake decodes protobuf bodies of "
+                           "core/v1 %s only (got %s %s); send JSON"
+                           % (", ".join(k for k in _PB if k[0].isupper() and "Spec" not in k
+                                        and k not in ("ObjectMeta", "ServicePort")), api, kind))
+        obj = {"kind": kind, "apiVersion": api}
+        obj.update(_pb_message(env.get(2, b""), kind))
+        return obj
+    except (ValueError, UnicodeDecodeError) as e:
+        raise err_bad_request("error decoding protobuf: %s" % e)
 
 # ---- discovery -----------------------------------------------------------------------------------
 
@@ -2204,6 +2343,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _decode(self, body, rt):
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return decode_k8s_protobuf(body)
         if ctype not in ("application/json", "application/yaml", "*/*", ""):
             raise ApiError(415, "UnsupportedMediaType", 'the body of the request was in an '
                            'unknown format - accepted media types include: application/json, '

@@ -4,6 +4,7 @@ annotate, merge/strategic/JSON patches, get -w, delete, 409 on a stale update, 4
 watch from a compacted resourceVersion, bookmarks, auth failure, outages, 1,000-object lists.
 Skips (exit 0) only when kubectl is not installed."""
 
+import base64
 import os
 import shutil
 import ssl
@@ -234,6 +235,27 @@ type: kubernetes.io/tls
 data: {tls.crt: Y2VydA==}
 """)
     check("data[tls.key]: Required value" in err, "tls secret validation: %r" % err)
+
+
+def test_kubectl_create_generators():
+    """kubectl's typed generators send protobuf bodies; the fake decodes those kinds."""
+    d = tmpdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", d + "/k.pem", "-out",
+                    d + "/c.pem", "-subj", "/CN=shop.example.com", "-days", "1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kubectl("create", "namespace", "team-a")
+    kubectl("create", "-n", "team-a", "secret", "tls", "shop-cert", "--cert", d + "/c.pem",
+            "--key", d + "/k.pem")
+    kubectl("create", "-n", "team-a", "service", "clusterip", "web", "--tcp=80:8080",
+            "--tcp=443:https")
+    sec = kjson("get", "-n", "team-a", "secret", "shop-cert")
+    check_eq(sec["type"], "kubernetes.io/tls")
+    check_eq(base64.b64decode(sec["data"]["tls.crt"]), open(d + "/c.pem", "rb").read())
+    svc = kjson("get", "-n", "team-a", "svc", "web")
+    check_eq([(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]],
+             [(80, 8080), (443, "https")])
+    check_eq(svc["spec"]["selector"], {"app": "web"})
 
 
 def test_annotate_overwrite():
@@ -516,12 +538,16 @@ def test_delete():
 
 def test_down_refuse_then_up():
     w = WatchStream("/api/v1/services?watch=1&resourceVersion=%d" % rv_now())
-    K.down(1.5, "refuse")
+    K.down(60, "refuse")
     check_eq(w.next(), None, "open watch closed by the outage")
     w.close()
     _, err = kubectl("get", "svc", ok=False, timeout=30)
     check("refused" in err, "kubectl during the outage: %r" % err[-300:])
-    wait_for(lambda: not K.is_down(), 10, what="the outage to end")
+    K.up()
+    check(not K.is_down(), "the outage ended")
+    wait_for(lambda: api("GET", "/api/v1/services")[0] == 200, 10, what="the API")
+    K.down(0.5, "refuse")
+    wait_for(lambda: not K.is_down(), 10, what="the outage to end on its timer")
     wait_for(lambda: api("GET", "/api/v1/services")[0] == 200, 10, what="the API")
     kubectl("get", "svc")
     K.down(10, "503")
@@ -532,6 +558,38 @@ def test_down_refuse_then_up():
     K.fail_next(500, count=1, path_regex="/services$")
     check_eq(api("GET", "/api/v1/services")[0], 500, "injected failure")
     check_eq(api("GET", "/api/v1/services")[0], 200, "only once")
+
+
+def test_latency_and_hang():
+    K.set_latency(300, path_regex="/configmaps")
+    try:
+        t0 = time.monotonic()
+        check_eq(api("GET", "/api/v1/configmaps")[0], 200)
+        check(time.monotonic() - t0 >= 0.3, "injected latency applied")
+    finally:
+        K.set_latency(0)
+    w = WatchStream("/api/v1/namespaces/default/services?watch=1&resourceVersion=%d"
+                    % rv_now())
+    K.down(60, "hang")
+    K.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "during-hang"},
+              "spec": {"ports": [{"port": 80}]}})
+    ctx = ssl.create_default_context(cafile=K.ca_file)
+    u = urllib.parse.urlsplit(K.url)
+    c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=0.5)
+    try:
+        c.request("GET", "/version")
+        c.getresponse()
+        raise AssertionError("a request was answered during the hang")
+    except (socket.timeout, TimeoutError, ssl.SSLError, OSError):
+        pass
+    finally:
+        c.close()
+    # The frozen watch delivers nothing and is closed when the outage ends.
+    K.up()
+    check_eq(w.next(), None, "nothing delivered by a hung watch")
+    w.close()
+    wait_for(lambda: api("GET", "/version")[0] == 200, 10, what="the API after the hang")
+    check(K.get("Service", "during-hang") is not None, "the write made during the hang")
 
 
 def test_plain_http_and_control_api():
