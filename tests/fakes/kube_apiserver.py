@@ -1103,7 +1103,57 @@ def _make_certs(d):
                 "keyUsage=critical,digitalSignature,keyEncipherment\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.crt", "-days", "3650", "-extfile", "server.ext")
+    # A client certificate as kind's kubeconfigs carry (user weir-test, group system:masters).
+    run("req", "-new", *ec, "-keyout", "client.key", "-out", "client.csr",
+        "-subj", "/O=system:masters/CN=weir-test")
+    with open(os.path.join(d, "client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.crt", "-days", "3650", "-extfile", "client.ext")
     return os.path.join(d, "ca.crt"), os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+
+
+def _yaml_scalar(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if s == "" or re.search(r"[:#\[\]{},&*!|>'\"%@`]|^[-?\s]|\s$", s) or \
+            s.lower() in ("true", "false", "null", "yes", "no", "on", "off", "~") or \
+            re.match(r"^[-+.\d]", s):
+        return json.dumps(s)
+    return s
+
+
+def to_block_yaml(v, indent=0):
+    """Block-style YAML as kubectl writes kubeconfigs (maps with sorted keys, "- " lists)."""
+    pad = " " * indent
+    lines = []
+    if isinstance(v, dict):
+        if not v:
+            return pad + "{}\n"
+        for k in sorted(v):
+            x = v[k]
+            if isinstance(x, dict) and x:
+                lines.append("%s%s:\n%s" % (pad, k, to_block_yaml(x, indent + 2)))
+            elif isinstance(x, list) and x:
+                lines.append("%s%s:\n%s" % (pad, k, to_block_yaml(x, indent)))
+            else:
+                lines.append("%s%s: %s\n" % (pad, k, "{}" if x == {} else "[]" if x == []
+                                              else _yaml_scalar(x)))
+        return "".join(lines)
+    if isinstance(v, list):
+        for x in v:
+            if isinstance(x, (dict, list)) and x:
+                body = to_block_yaml(x, indent + 2)
+                lines.append(pad + "- " + body[indent + 2:])
+            else:
+                lines.append("%s- %s\n" % (pad, _yaml_scalar(x)))
+        return "".join(lines)
+    return pad + _yaml_scalar(v) + "\n"
 
 
 class FakeKube:
@@ -1131,6 +1181,10 @@ class FakeKube:
             self.ca_file, crt, key = _make_certs(self.dir)
             self.ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.ssl_ctx.load_cert_chain(crt, key)
+            # Client certificates signed by the CA authenticate too (optional, as x509 auth
+            # in kube-apiserver: a client without one is asked for a token instead).
+            self.ssl_ctx.verify_mode = ssl.CERT_OPTIONAL
+            self.ssl_ctx.load_verify_locations(self.ca_file)
             self.ssl_ctx.set_alpn_protocols(["http/1.1"])
             self.api_listeners.append(_Listener(self, host, port, True, True))
         if http or not tls:
@@ -1198,19 +1252,65 @@ class FakeKube:
                 "dir": self.dir}
 
     def _write_kubeconfig(self):
-        cluster = {"server": self.url}
-        if self.ca_file:
+        self.write_kubeconfig(self.kubeconfig)
+
+    def write_kubeconfig(self, path=None, auth="token", ca="data", server=None,
+                         namespace="default", fmt="yaml"):
+        """Writes a kubeconfig (block YAML, as kubectl writes them) and returns its path.
+        auth: "token" (inline bearer token), "token-file" (tokenFile: a file next to it),
+        "cert" (client-certificate-data/client-key-data, as kind writes), "cert-file"
+        (client-certificate/client-key paths) or "none". ca: "data"
+        (certificate-authority-data), "file" (certificate-authority: path) or "insecure"
+        (insecure-skip-tls-verify). server: default the HTTPS URL. fmt "json" writes JSON."""
+        path = path or os.path.join(self.dir, "kubeconfig-%s-%s" % (auth, ca))
+        cluster = {"server": server or self.url}
+        if ca == "data" and self.ca_file:
             with open(self.ca_file, "rb") as f:
                 cluster["certificate-authority-data"] = base64.b64encode(f.read()).decode()
+        elif ca == "file" and self.ca_file:
+            cluster["certificate-authority"] = self.ca_file
+        elif ca == "insecure":
+            cluster["insecure-skip-tls-verify"] = True
+        user = {}
+        if auth == "token":
+            user["token"] = self.token
+        elif auth == "token-file":
+            tf = os.path.join(self.dir, "token")
+            with open(tf, "w") as f:
+                f.write(self.token)
+            user["tokenFile"] = tf
+        elif auth in ("cert", "cert-file"):
+            crt, key = os.path.join(self.dir, "client.crt"), os.path.join(self.dir, "client.key")
+            if auth == "cert-file":
+                user["client-certificate"], user["client-key"] = crt, key
+            else:
+                for k, fn in (("client-certificate-data", crt), ("client-key-data", key)):
+                    with open(fn, "rb") as f:
+                        user[k] = base64.b64encode(f.read()).decode()
         cfg = {"apiVersion": "v1", "kind": "Config", "preferences": {},
                "clusters": [{"name": "fake", "cluster": cluster}],
-               "users": [{"name": "fake", "user": {"token": self.token}}],
+               "users": [{"name": "fake", "user": user}],
                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
-                                                         "namespace": "default"}}],
+                                                         "namespace": namespace}}],
                "current-context": "fake"}
-        with open(self.kubeconfig, "w") as f:
-            json.dump(cfg, f, indent=2)   # JSON is YAML; kubectl reads it
-        os.chmod(self.kubeconfig, 0o600)
+        with open(path, "w") as f:
+            f.write(json.dumps(cfg, indent=2) + "\n" if fmt == "json" else to_block_yaml(cfg))
+        os.chmod(path, 0o600)
+        return path
+
+    def write_serviceaccount(self, directory=None, namespace="default"):
+        """The in-cluster files (token, ca.crt, namespace) as a pod finds them under
+        /var/run/secrets/kubernetes.io/serviceaccount; returns the directory. In-cluster
+        clients also need KUBERNETES_SERVICE_HOST=127.0.0.1 and KUBERNETES_SERVICE_PORT."""
+        d = directory or os.path.join(self.dir, "serviceaccount")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "token"), "w") as f:
+            f.write(self.token)
+        with open(os.path.join(d, "namespace"), "w") as f:
+            f.write(namespace)
+        if self.ca_file:
+            shutil.copyfile(self.ca_file, os.path.join(d, "ca.crt"))
+        return d
 
     # -- object operations (also used by the HTTP handlers) --
 
@@ -2159,7 +2259,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._log(fail["code"])
             return
         auth = self.headers.get("Authorization") or ""
-        if auth != "Bearer " + kube.token:
+        if auth != "Bearer " + kube.token and not (self.listener.tls and not auth and
+                                                   self._client_cert()):
             self._send(401, status_obj(401, "Unauthorized", "Unauthorized"))
             self._log(401)
             return
@@ -2329,6 +2430,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on "
                            "the requested resource")
+
+    def _client_cert(self):
+        try:
+            return self.connection.getpeercert()
+        except (ValueError, OSError):
+            return None
 
     def _peer_gone(self):
         """True when the client closed its end (or sent anything: an HTTP/1.1 client does

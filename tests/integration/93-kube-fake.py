@@ -139,14 +139,34 @@ def test_auth_failure():
     st, body, _ = api("GET", "/api/v1/services", token="wrong")
     check_eq(st, 401)
     check_eq((body["kind"], body["reason"], body["code"]), ("Status", "Unauthorized", 401))
-    cfg = json.load(open(K.kubeconfig))
-    cfg["users"][0]["user"]["token"] = "wrong"
-    bad = os.path.join(tmpdir(), "kubeconfig")
-    write_file(bad, json.dumps(cfg))
+    bad = K.write_kubeconfig(os.path.join(tmpdir(), "kubeconfig"))
+    write_file(bad, open(bad).read().replace(K.token, "wrong"))
     env = dict(ENV, KUBECONFIG=bad, KUBECACHEDIR=os.path.join(tmpdir(), "c"))
     _, err = kubectl("get", "svc", ok=False, env=env)
     # kubectl 1.2x words a 401 met during discovery as "provide credentials".
     check("You must be logged in to the server" in err, "kubectl reports a 401: %r" % err[-300:])
+
+
+def test_kubeconfig_variants_and_client_cert():
+    """Block-YAML kubeconfigs as kubectl writes them, with each credential and CA form; a
+    client certificate signed by the CA authenticates without a token."""
+    text = open(K.kubeconfig).read()
+    check(text.startswith("apiVersion: v1\nclusters:\n- cluster:\n"), "block YAML: %r"
+          % text[:80])
+    check("\n    token: %s\n" % K.token in text, "the token in the kubeconfig")
+    try:
+        import yaml
+        check_eq(yaml.safe_load(text)["users"][0]["user"]["token"], K.token)
+    except ImportError:
+        pass
+    for auth, ca in (("cert", "data"), ("cert-file", "file"), ("token-file", "insecure")):
+        path = K.write_kubeconfig(auth=auth, ca=ca)
+        env = dict(ENV, KUBECONFIG=path, KUBECACHEDIR=os.path.join(tmpdir(), "c"))
+        out = kubectl("get", "ns", "default", "-o", "name", env=env)[0]
+        check_eq(out.strip(), "namespace/default", "kubeconfig %s/%s" % (auth, ca))
+    sa = K.write_serviceaccount()
+    check_eq(open(os.path.join(sa, "token")).read(), K.token)
+    check_eq(open(os.path.join(sa, "ca.crt")).read(), open(K.ca_file).read())
 
 
 def test_fixtures_list_and_get_json():
