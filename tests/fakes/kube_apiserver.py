@@ -1867,7 +1867,23 @@ _PB = {
                   3: ("binaryData", "mapbytes"), 4: ("immutable", "b")},
     "Namespace": {1: ("metadata", "ObjectMeta"), 2: ("spec", "NamespaceSpec")},
     "NamespaceSpec": {1: ("finalizers", "[s]")},
+    "Ingress": {1: ("metadata", "ObjectMeta"), 2: ("spec", "IngressSpec")},
+    "IngressSpec": {1: ("defaultBackend", "IngressBackend"), 2: ("tls", "[IngressTLS]"),
+                    3: ("rules", "[IngressRule]"), 4: ("ingressClassName", "s")},
+    "IngressBackend": {3: ("resource", "TypedLocalObjectReference"),
+                       4: ("service", "IngressServiceBackend")},
+    "TypedLocalObjectReference": {1: ("apiGroup", "s"), 2: ("kind", "s"), 3: ("name", "s")},
+    "IngressServiceBackend": {1: ("name", "s"), 2: ("port", "ServiceBackendPort")},
+    "ServiceBackendPort": {1: ("name", "s"), 2: ("number", "i")},
+    "IngressTLS": {1: ("hosts", "[s]"), 2: ("secretName", "s")},
+    "IngressRule": {1: ("host", "s"), 2: ("", "IngressRuleValue")},   # inlined in JSON
+    "IngressRuleValue": {1: ("http", "HTTPIngressRuleValue")},
+    "HTTPIngressRuleValue": {1: ("paths", "[HTTPIngressPath]")},
+    "HTTPIngressPath": {1: ("path", "s"), 2: ("backend", "IngressBackend"),
+                        3: ("pathType", "s")},
 }
+_PB_KINDS = {("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "Namespace"),
+             ("networking.k8s.io/v1", "Ingress")}
 
 
 def _pb_varint(buf, i):
@@ -1938,7 +1954,9 @@ def _pb_message(buf, msg):
             out.setdefault(name, []).append(_pb_message(v, typ[1:-1]))
         else:
             sub = _pb_message(v, typ)
-            if sub:
+            if not name:
+                out.update(sub)
+            elif sub:
                 out[name] = sub
     return out
 
@@ -1950,11 +1968,10 @@ def decode_k8s_protobuf(body):
         env = dict(_pb_fields(body[4:]))
         tm = dict(_pb_fields(env.get(1, b"")))
         api, kind = tm.get(1, b"").decode(), tm.get(2, b"").decode()
-        if kind not in _PB or "/" in api:
+        if (api, kind) not in _PB_KINDS:
             raise ApiError(415, "UnsupportedMediaType", "this fake decodes protobuf bodies of "
-                           "core/v1 %s only (got %s %s); send JSON"
-                           % (", ".join(k for k in _PB if k[0].isupper() and "Spec" not in k
-                                        and k not in ("ObjectMeta", "ServicePort")), api, kind))
+                           "%s only (got %s %s); send JSON"
+                           % (", ".join(sorted("%s %s" % k for k in _PB_KINDS)), api, kind))
         obj = {"kind": kind, "apiVersion": api}
         obj.update(_pb_message(env.get(2, b""), kind))
         return obj

@@ -276,6 +276,14 @@ def test_kubectl_create_generators():
     check_eq([(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]],
              [(80, 8080), (443, "https")])
     check_eq(svc["spec"]["selector"], {"app": "web"})
+    kubectl("create", "-n", "team-a", "ingress", "shop", "--class=weir",
+            "--rule=shop.example.com/*=web:80,tls=shop-cert")
+    ing = kjson("get", "-n", "team-a", "ingress", "shop")
+    check_eq(ing["spec"]["ingressClassName"], "weir")
+    check_eq(ing["spec"]["tls"], [{"hosts": ["shop.example.com"], "secretName": "shop-cert"}])
+    check_eq(ing["spec"]["rules"][0]["http"]["paths"][0],
+             {"path": "/", "pathType": "Prefix",
+              "backend": {"service": {"name": "web", "port": {"number": 80}}}})
 
 
 def test_annotate_overwrite():
