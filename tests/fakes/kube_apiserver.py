@@ -43,6 +43,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -2876,13 +2877,12 @@ class FakeKubeProcess:
         self.info = None
 
     def start(self, timeout=30):
-        def pdeath():
+        def pdeath():   # the child gets SIGTERM when the test process dies
             try:
                 import ctypes
-                ctypes.CDLL("libc.so.6").prctl(1, signal_term)
+                ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
             except OSError:
                 pass
-        signal_term = 15
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                      preexec_fn=pdeath)
         line = b""
@@ -2947,9 +2947,8 @@ def main(argv=None):
     sys.stdout.write(json.dumps(k.info()) + "\n")
     sys.stdout.flush()
     stop = threading.Event()
-    import signal as _signal
-    _signal.signal(_signal.SIGTERM, lambda *x: stop.set())
-    _signal.signal(_signal.SIGINT, lambda *x: stop.set())
+    signal.signal(signal.SIGTERM, lambda *x: stop.set())
+    signal.signal(signal.SIGINT, lambda *x: stop.set())
     while not stop.wait(1):
         pass
     k.stop()
