@@ -112,7 +112,9 @@ static int count_instances(struct consul_target *ct, const char *svc, bool passi
 
     if (rc == 0 && r.status != 200)
         rc = http_error("GET", url, &r);
-    else if (rc == 0 && !json_is_array(list = json_loadb(r.body, r.len, 0, NULL)))
+    if (rc == 0)
+        list = json_loadb(r.body, r.len, 0, NULL); /* not inside json_is_array(): a macro */
+    if (rc == 0 && !json_is_array(list))
         rc = wctl_fail("GET %s: the answer is not a JSON array", url);
     if (rc == 0)
         *n = (unsigned)json_array_size(list);

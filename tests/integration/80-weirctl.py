@@ -56,8 +56,11 @@ def ctl(*args, env=None, timeout=60):
     e = dict(os.environ)
     e.pop("WEIR_ADMIN_TOKEN", None)
     e.update(env or {})
-    return subprocess.run([WEIRCTL_BIN] + list(args), capture_output=True, text=True,
-                          timeout=timeout, env=e)
+    p = subprocess.run([WEIRCTL_BIN] + list(args), capture_output=True, text=True,
+                       timeout=timeout, env=e)
+    check(not any(m in p.stderr for m in SANITIZER_MARKERS),
+          "sanitizer report from weirctl %r:\n%s" % (args, p.stderr))
+    return p
 
 
 def weight(w=None):

@@ -135,7 +135,14 @@ class Watch:
 def step(*args, timeout=60):
     argv = [WEIRCTL_BIN, "rollout", "step", "shop", "--admin",
             "http://127.0.0.1:%d" % W.admin_port] + list(args)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    check_clean(p.stderr)
+    return p
+
+
+def check_clean(stderr):
+    check(not any(m in stderr for m in SANITIZER_MARKERS),
+          "sanitizer report from weirctl:\n%s" % stderr)
 
 
 def test_failing_green_is_rolled_back_at_25():
@@ -224,6 +231,7 @@ def test_sigint_rolls_back():
         wait_for(lambda: weight() == 10, timeout=10, what="step 1 applied")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
+    check_clean(err)
     check_eq(proc.returncode, 1, "exit code after SIGINT (stdout %r stderr %r)" % (out, err))
     check("interrupted" in err, err)
     check_eq(weight(), 0, "/rollouts after SIGINT")
@@ -236,6 +244,7 @@ def test_weight_changed_elsewhere_stops_without_touching_it():
         wait_for(lambda: weight() == 10, timeout=10, what="step 1 applied")
         check_eq(W.admin("PUT", "/rollouts/shop", {"green_weight": 5}).status, 200, "PUT 5")
         out, err = proc.communicate(timeout=20)
+    check_clean(err)
     check_eq(proc.returncode, 1, "exit code (stdout %r stderr %r)" % (out, err))
     check("someone else" in err and "stopping" in err, err)
     check_eq(weight(), 5, "the other change stays")
