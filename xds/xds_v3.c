@@ -408,11 +408,12 @@ static const struct v3_field {
     const char *name, *json_name;
     enum v3_kind kind;
 } v3_req_fields[] = {
+    /* the three fields weir reads come first, in this order: see v3_req_member() */
     {"version_info", "versionInfo", K_STRING},
-    {"node", "node", K_OBJECT},
     {"resource_names", "resourceNames", K_STRINGS},
-    {"resource_locators", "resourceLocators", K_ARRAY},
     {"type_url", "typeUrl", K_STRING},
+    {"node", "node", K_OBJECT},
+    {"resource_locators", "resourceLocators", K_ARRAY},
     {"response_nonce", "responseNonce", K_STRING},
     {"error_detail", "errorDetail", K_OBJECT},
 };
@@ -472,9 +473,9 @@ static bool v3_req_member(const char *key, json_t *v, const struct v3_field **se
         }
         if (i == 0)
             q->version = json_string_value(v);
-        else if (i == 2)
+        else if (i == 1)
             q->names = v;
-        else if (i == 4)
+        else if (i == 2)
             q->type_url = json_string_value(v);
         return true;
     }
