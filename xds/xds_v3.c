@@ -31,7 +31,7 @@
 
 /* The one place that knows how the snapshot stores its clusters (an array of structs today;
  * change this line if it becomes an array of pointers). */
-#define V3_CLUSTER(s, i) (&(s)->clusters[i])
+#define V3_CLUSTER(s, i) ((s)->clusters[i])
 
 #define V3_TYPE_PREFIX "type.googleapis.com/"
 #define V3_HCM         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -356,7 +356,7 @@ static const char *v3_health(const struct xds_endpoint *ep)
 {
     uint32_t f = ep->st != NULL ? atomic_load_explicit(&ep->st->flags, memory_order_relaxed) : 0;
 
-    if (f & XDS_EPF_DRAINING)
+    if ((f & XDS_EPF_DRAINING) || ep->draining)
         return "DRAINING";
     return (f & XDS_EPF_UNHEALTHY) ? "UNHEALTHY" : "HEALTHY";
 }
@@ -377,23 +377,47 @@ struct v3_eds_digest {
 static json_t *v3_load_assignment(const struct xds_cluster *c, struct v3_eds_digest *d)
 {
     json_t *o = xds__v3_any("envoy.config.endpoint.v3.ClusterLoadAssignment");
-    json_t *lbs = json_array();
+    json_t *localities = json_array();
 
     set(o, "cluster_name", json_string(c->name));
     d->h = fnv(d->h, c->name);
-    for (uint32_t i = 0; i < c->n_eps; i++) {
-        const struct xds_endpoint *ep = &c->eps[i];
-        const char *health = v3_health(ep);
-        json_array_append_new(lbs, json_pack("{s:{s:o}, s:s, s:i}", "endpoint", "address",
-                                             v3_address(&ep->ss), "health_status", health,
-                                             "load_balancing_weight", (int)ep->weight));
-        d->h = fnv(fnv(d->h, ep->address), health);
-        d->all_healthy &= strcmp(health, "HEALTHY") == 0;
+    /* One LocalityLbEndpoints per priority level, in increasing order (weir has no zones):
+     * Envoy's priority levels mean what weir's endpoint "priority" means, but Envoy wants them
+     * numbered 0, 1, 2... without gaps, so the levels are renumbered by rank (SRV priorities
+     * 10 and 20 become 0 and 1). */
+    uint32_t prio = UINT32_MAX, rank = 0;
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        prio = WR_MIN(prio, c->eps[i].priority);
+    for (; c->n_eps > 0;) {
+        uint32_t next = UINT32_MAX;
+        json_t *lbs = json_array();
+        for (uint32_t i = 0; i < c->n_eps; i++) {
+            const struct xds_endpoint *ep = &c->eps[i];
+            if (ep->priority > prio && ep->priority < next)
+                next = ep->priority;
+            if (ep->priority != prio)
+                continue;
+            const char *health = v3_health(ep);
+            json_array_append_new(lbs, json_pack("{s:{s:o}, s:s, s:i}", "endpoint", "address",
+                                                 v3_address(&ep->ss), "health_status", health,
+                                                 "load_balancing_weight", (int)ep->weight));
+            d->h = fnv(fnv(d->h, ep->address), health);
+            d->all_healthy &= strcmp(health, "HEALTHY") == 0;
+        }
+        if (json_array_size(lbs) > 0) {
+            json_t *loc = json_pack("{s:o}", "lb_endpoints", lbs);
+            if (rank > 0)
+                set(loc, "priority", json_integer(rank));
+            rank++;
+            json_array_append_new(localities, loc);
+        } else {
+            json_decref(lbs);
+        }
+        if (next == UINT32_MAX)
+            break;
+        prio = next;
     }
-    /* One locality, priority 0: weir has neither zones nor priorities inside a cluster. */
-    set(o, "endpoints", c->n_eps > 0 ? json_pack("[{s:o}]", "lb_endpoints", lbs) : json_array());
-    if (c->n_eps == 0)
-        json_decref(lbs);
+    set(o, "endpoints", localities);
     return o;
 }
 

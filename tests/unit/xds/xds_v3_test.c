@@ -25,7 +25,7 @@
 #include "test.h"
 
 /* The one place that knows how the snapshot stores its clusters (see xds/xds_v3.c). */
-#define CL(s, i) (&(s)->clusters[i])
+#define CL(s, i) ((s)->clusters[i])
 
 #define LISTENER "'listeners': [{'name': 'web', 'address': '127.0.0.1:8080'}]"
 
