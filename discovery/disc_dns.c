@@ -118,11 +118,7 @@ static void recovered(struct dns_impl *d)
  * weir_discovery_last_update_seconds, as disc__publish() would record it. */
 static void mark_fresh(struct disc_provider *p)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    p->last_update_mono_ms = wr_mono_ns() / 1000000u;
+    disc__touch(p);
 }
 
 /* What a failed lookup means, in words an operator can act on. With one resolver or several,

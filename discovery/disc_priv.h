@@ -43,6 +43,7 @@ struct disc_provider {
     uint64_t updates;
     uint64_t errors[DISC_ERR_COUNT];
     uint64_t restarts;
+    uint64_t last_error_hash; /* of the last error logged; 0 after a success */
     /* back-off */
     uint32_t backoff_ms;
     uint64_t rng;
@@ -51,6 +52,9 @@ struct disc_provider {
 
 /* Hands <view> (a new reference) to the owner and records the update. */
 void disc__publish(struct disc_provider *p, json_t *view);
+/* The source answered and nothing changed: the view is fresh (stale_after_ms,
+ * weir_discovery_last_update_seconds) without a new snapshot. */
+void disc__touch(struct disc_provider *p);
 /* Counts an error of <reason> and logs it (once per distinct message in a row, so that a source
  * that stays down does not flood the log). */
 void disc__error(struct disc_provider *p, enum disc_reason reason, const char *fmt, ...)

@@ -168,17 +168,23 @@ void disc_provider_status(const struct disc_provider *p, struct disc_status *st)
         st->stale = p->updates == 0 || mono_ms() - p->last_update_mono_ms > p->cfg.stale_after_ms;
 }
 
-void disc__publish(struct disc_provider *p, json_t *view)
+void disc__touch(struct disc_provider *p)
 {
     struct timespec ts;
 
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    p->last_update_mono_ms = mono_ms();
+    p->last_error_hash = 0;
+}
+
+void disc__publish(struct disc_provider *p, json_t *view)
+{
     if (p->closing) {
         json_decref(view);
         return;
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    p->last_update_mono_ms = mono_ms();
+    disc__touch(p);
     p->updates++;
     p->cb(p->cb_arg, p, view);
 }
@@ -193,6 +199,12 @@ void disc__error(struct disc_provider *p, enum disc_reason reason, const char *f
     va_end(ap);
     if ((unsigned)reason < DISC_ERR_COUNT)
         p->errors[reason]++;
+    /* Once per distinct problem in a row: a source that stays down does not flood the log
+     * (the counters still count every error). */
+    uint64_t h = wr_hash64(msg, strlen(msg), (uint64_t)reason + 1) | 1;
+    if (h == p->last_error_hash)
+        return;
+    p->last_error_hash = h;
     wr_warn("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
 }
 
