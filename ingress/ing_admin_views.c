@@ -103,7 +103,11 @@ static json_t *endpoint_json(const struct xds_endpoint *ep)
 
     json_object_set_new(o, "address", jstr(ep->address));
     json_object_set_new(o, "weight", juint(ep->weight));
-    json_object_set_new(o, "health", json_string(ep_health(ep_flags(ep->st))));
+    json_object_set_new(
+        o, "health",
+        json_string(ep_health(ep_flags(ep->st) | (ep->draining ? XDS_EPF_DRAINING : 0))));
+    if (ep->priority > 0) /* an extension: shown only for clusters with priority levels */
+        json_object_set_new(o, "priority", juint(ep->priority));
     json_object_set_new(o, "active_requests", jint(t.active));
     json_object_set_new(o, "requests", juint(t.requests));
     json_object_set_new(o, "failures", juint(t.failures));
