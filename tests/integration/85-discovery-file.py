@@ -159,6 +159,14 @@ def test_ready_waits_for_stale_provider_and_metrics():
     w = Weir({"routes": [], "clusters": [],
               "discovery": [{"type": "file", "path": "missing.json", "stale_after_ms": 1000}]})
     w.start(wait_ready=False)
+
+    def live():
+        try:
+            return w.admin("GET", "/live", timeout=2).status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    wait_for(live, timeout=20 * SLOW, what="admin API up")  # slow under valgrind
     time.sleep(1.5)
     r = w.admin("GET", "/ready")
     check_eq(r.status, 503, "/ready while the provider never delivered a view")
