@@ -233,6 +233,7 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
     char *key = c->cache != NULL ? tls_key(c, o) : NULL;
 
     if (key != NULL && (l->tls = xds__cache_tls_get(c->cache, key)) != NULL) {
+        xds__tls_listener_notes(c, l->tls);
         free(key);
         return;
     }

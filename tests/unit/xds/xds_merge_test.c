@@ -489,6 +489,9 @@ TEST(view_certificates_served_by_sni_and_shared)
     /* the same certificates: the same TLS object; another set: a new one */
     struct xds_snapshot *s2 = build(file, views, 1, reg, cache, &e);
     ASSERT(s2 != NULL && s2->listeners[0].tls == s1->listeners[0].tls);
+    /* the note stays while the certificate is in the view, cached TLS object or not */
+    ASSERT(has_conflict(s2, "certificate for bad.test of kubernetes:x"));
+    ASSERT_EQ(s2->n_conflicts, 1);
     json_array_remove(json_object_get(v1, "certificates"), 2);
     struct xds_snapshot *s3 = build(file, views, 1, reg, cache, &e);
     ASSERT(s3 != NULL && s3->listeners[0].tls != s1->listeners[0].tls);
