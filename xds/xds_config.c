@@ -828,6 +828,7 @@ static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, const struct
     for (uint32_t i = 0; c->cluster_keys != NULL && i < s->n_clusters; i++)
         free(c->cluster_keys[i]);
     wr_free(&c->cluster_keys);
+    wr_free(&c->cluster_srcs);
     if (c->n_errors > 0) {
         xds__snapshot_free(s);
         return NULL;

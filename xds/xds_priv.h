@@ -85,6 +85,8 @@ struct xds__cfg {
     struct xds_cache *cache;    /* NULL: no reuse */
     struct xds__merged *merged; /* the file + views, once merged */
     char **cluster_keys;        /* per s->clusters entry: its cache key (NULL: not cacheable) */
+    json_t **cluster_srcs;      /* per s->clusters entry: the view object it came from as is
+                                   (borrowed; NULL for a filled template) */
     unsigned nworkers;          /* per-worker slots of new clusters (0: none) */
 };
 

@@ -19,6 +19,10 @@
  * carry "health": "healthy" | "draining" (the source's own verdict, e.g. an EndpointSlice
  * condition); "draining" endpoints get no new requests, like removed ones.
  *
+ * A view and everything in it is never changed after it is handed over: a provider may hand the
+ * same cluster objects over again in its next view for what did not change (json_incref), and
+ * the build then reuses the built cluster by identity, without even rendering it.
+ *
  * Failure rule: a provider that cannot reach its source keeps its last good view (it simply
  * does not call back) and retries with capped exponential back-off and jitter.
  *

@@ -361,6 +361,49 @@ TEST(wslots_freed_with_the_last_reference)
     wr_sbuf_dispose(&e);
 }
 
+/* A provider that hands the same objects over for what did not change: reused by identity. */
+TEST(cache_reuses_view_objects_by_identity)
+{
+    struct xds_stats_reg *reg = xds_stats_reg_new(1);
+    struct xds_cache *cache = xds_cache_new();
+    json_t *v1 = big_view(200, 3, -1);
+    json_t *c1 = json_object_get(v1, "clusters");
+    json_t *c2 = json_array();
+    for (size_t i = 0; i < json_array_size(c1); i++)
+        json_array_append(c2, json_array_get(c1, i));
+    json_array_set_new(
+        c2, 7,
+        json_pack("{s:s, s:[{s:s}]}", "name", "consul:s7", "endpoints", "address", "10.9.9.9:80"));
+    json_t *v2 = json_pack("{s:o, s:O}", "clusters", c2, "routes", json_object_get(v1, "routes"));
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = v1}};
+    struct wr_sbuf e = {0};
+
+    struct xds_snapshot *s1 = build(BASE "}", views, 1, reg, cache, &e);
+    if (s1 == NULL)
+        FAIL("%s", e.p);
+    views[0].view = v2;
+    struct xds_snapshot *s2 = build(BASE "}", views, 1, reg, cache, &e);
+    if (s2 == NULL)
+        FAIL("%s", e.p);
+    for (uint32_t i = 0; i < 200; i++)
+        ASSERT(i == 7 ? s1->clusters[i] != s2->clusters[i] : s1->clusters[i] == s2->clusters[i]);
+    ASSERT_STREQ(s2->clusters[7]->eps[0].address, "10.9.9.9:80");
+    /* the same object under another source is not the same cluster */
+    views[0].source = XDS_SRC_KUBERNETES;
+    struct xds_snapshot *s3 = build(BASE "}", views, 1, reg, cache, &e);
+    ASSERT(s3 != NULL && s3->clusters[0] != s2->clusters[0]);
+    ASSERT_EQ(s3->clusters[0]->source, XDS_SRC_KUBERNETES);
+    xds_snapshot_unref(s1);
+    xds_snapshot_unref(s2);
+    xds_snapshot_unref(s3);
+    xds_cache_free(cache);
+    json_decref(v1);
+    json_decref(v2);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    wr_sbuf_dispose(&e);
+}
+
 TEST(endpoint_priority_and_health_keys)
 {
     const char *file = BASE ", \"clusters\": [{\"name\": \"c\", \"endpoints\": ["
