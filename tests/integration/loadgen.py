@@ -51,7 +51,7 @@ class Load:
 
     def __init__(self, port, keepalive=0, close=0, h2=0, streams=1, rate=0, requests=0,
                  duration_ms=60000, origins=None, host=None, path=None, headers=(),
-                 commands=True, connect_host="127.0.0.1"):
+                 commands=True, connect_host="127.0.0.1", any_body=False, tag=False):
         self.argv = [LOAD_BIN, "--connect", "%s:%d" % (connect_host, port),
                      "--keepalive", str(keepalive), "--close", str(close), "--h2", str(h2),
                      "--streams", str(streams), "--rate", str(rate),
@@ -66,6 +66,10 @@ class Load:
             self.argv += ["--header", h]
         if commands:
             self.argv.append("--commands")
+        if any_body:
+            self.argv.append("--any-body")
+        if tag:
+            self.argv.append("--tag")
         self.commands = commands
         self._out = b""  # stdout read by mark()
         self.proc = None
