@@ -1044,13 +1044,16 @@ static void add_header(const char *arg)
     g.hdr_value[g.n_hdrs++] = v;
 }
 
-static void add_origins(char *list)
+static void add_origins(const char *arg)
 {
+    char *list = strdup(arg);
+
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL;
          tok = strtok_r(NULL, ",", &save))
         if (g.n_names < LG_MAX_NAMES)
             g.names[g.n_names++] = strdup(tok);
     g.names_fixed = true;
+    free(list);
 }
 
 int main(int argc, char **argv)
@@ -1104,7 +1107,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--duration-ms") == 0)
             g.duration_ms = strtoull(v, NULL, 10);
         else if (strcmp(a, "--origins") == 0)
-            add_origins(strdup(v));
+            add_origins(v);
         else
             usage();
     }
