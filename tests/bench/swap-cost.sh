@@ -26,9 +26,11 @@ CONNS=${CONNS:-64}
 STREAMS=${STREAMS:-10}
 SWAP_RATE=${SWAP_RATE:-100}
 SCENARIOS=${SCENARIOS:-small h2c}
-ORIGIN_PORT=${ORIGIN_PORT:-37180}
-LISTEN_PORT=${LISTEN_PORT:-37184}
-ADMIN_PORT=${ADMIN_PORT:-37191}
+# Below the ephemeral range (32768-60999 here): a port in it may be taken by any outgoing
+# connection, and a connect to it with nothing listening can even connect to itself.
+ORIGIN_PORT=${ORIGIN_PORT:-19180}
+LISTEN_PORT=${LISTEN_PORT:-19184}
+ADMIN_PORT=${ADMIN_PORT:-19191}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$(mktemp -d /tmp/swap-cost.XXXXXX)}
@@ -56,6 +58,11 @@ trap 'exit 130' INT TERM
 build_origin
 taskset -c "$PROXY_CPU" "$W/origin-srv" "$ORIGIN_PORT" 2>"$W/origin.stderr" &
 ORIGIN_PID=$!
+for _ in $(seq 1 50); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ORIGIN_PORT/" && break
+    kill -0 "$ORIGIN_PID" 2>/dev/null || die "the origin exited: $(cat "$W/origin.stderr")"
+    sleep 0.1
+done
 
 cat >"$W/weir.json" <<JSON
 {
@@ -74,10 +81,12 @@ JSON
 taskset -c "$PROXY_CPU" "$BIN" -c "$W/weir.json" 2>"$OUT/weir.stderr" &
 WEIR_PID=$!
 for _ in $(seq 1 100); do
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$LISTEN_PORT/" && break
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$LISTEN_PORT/")" = 200 ] && break
     kill -0 "$WEIR_PID" 2>/dev/null || die "weir exited at start: $(tail -5 "$OUT/weir.stderr")"
     sleep 0.1
 done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$LISTEN_PORT/")" = 200 ] ||
+    die "weir does not answer 200 through the origin: $(tail -5 "$OUT/weir.stderr")"
 
 # The swap loop: paced PUTs on one keep-alive admin connection until SIGTERM (or 10 min);
 # prints "started" once running, then "puts non200 seconds" on exit.
