@@ -77,6 +77,11 @@ def parse_duration(text):
     return total
 
 
+def _ci(obj):
+    """A JSON object with lower-cased keys (Go's encoding/json matches fields that way)."""
+    return {k.lower(): v for k, v in obj.items()}
+
+
 class _Instance:
     """One registered service instance on one node."""
 
@@ -260,6 +265,9 @@ class FakeConsul:
 
     def _register(self, service, sid, node, address, port, tags, weights, meta, node_address,
                   check, idx):
+        if weights:
+            w = _ci(weights)
+            weights = {"Passing": w.get("passing", 1), "Warning": w.get("warning", 1)}
         self._ensure_node(node, node_address, idx)
         sid = sid or service
         inst = self._instances.get((node, sid))
@@ -778,37 +786,41 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "Not found", ctype="text/plain")
 
     def _catalog_register(self, body):
+        # Consul decodes JSON into Go structs: field names match case-insensitively
+        # (python-consul sends {"node": ..., "service": {...}}).
         f = self.fake
         try:
-            req = json.loads(body)
-            node, addr = req["Node"], req.get("Address", "")
-            svc = req.get("Service")
-            checks = req.get("Checks") or ([req["Check"]] if req.get("Check") else [])
-        except (ValueError, KeyError, TypeError) as e:
+            req = _ci(json.loads(body))
+            node, addr = req["node"], req.get("address", "")
+            svc = _ci(req["service"]) if req.get("service") else None
+            checks = req.get("checks") or ([req["check"]] if req.get("check") else [])
+            checks = [_ci(ck) for ck in checks]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             self._send(400, "Request decode failed: %s" % e, ctype="text/plain")
             return
         with f._lock:
             idx = f._bump()
             f._ensure_node(node, addr, idx)
             if svc:
+                sid = svc.get("id") or svc["service"]
                 status = None
                 for ck in checks:
-                    if ck.get("ServiceID") in (svc.get("ID") or svc["Service"], None, ""):
-                        status = ck.get("Status", "critical")
-                f._register(svc["Service"], svc.get("ID"), node, svc.get("Address", ""),
-                            svc.get("Port", 0), svc.get("Tags") or [], svc.get("Weights"),
-                            svc.get("Meta"), addr, status, idx)
+                    if ck.get("serviceid") in (sid, None, ""):
+                        status = ck.get("status", "critical")
+                f._register(svc["service"], sid, node, svc.get("address", ""),
+                            svc.get("port", 0), svc.get("tags") or [], svc.get("weights"),
+                            svc.get("meta"), addr, status, idx)
         self._send(200, True)
 
     def _catalog_deregister(self, body):
         f = self.fake
         try:
-            req = json.loads(body)
-            node = req["Node"]
-        except (ValueError, KeyError, TypeError) as e:
+            req = _ci(json.loads(body))
+            node = req["node"]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             self._send(400, "Request decode failed: %s" % e, ctype="text/plain")
             return
-        sid = req.get("ServiceID")
+        sid = req.get("serviceid")
         if sid:
             f.deregister(sid, node=node)
         else:
