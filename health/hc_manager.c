@@ -353,7 +353,7 @@ static size_t count_entries(const struct xds_snapshot *s)
     size_t n = 0;
 
     for (uint32_t i = 0; i < s->n_clusters; i++)
-        n += s->clusters[i].n_eps;
+        n += s->clusters[i]->n_eps;
     return n;
 }
 
@@ -363,7 +363,7 @@ static void adopt(struct hc_manager *m, struct xds_snapshot *s, struct hc_ep **m
                   struct hc_group *groups)
 {
     for (uint32_t i = 0; i < s->n_clusters; i++) {
-        const struct xds_cluster *c = &s->clusters[i];
+        const struct xds_cluster *c = s->clusters[i];
         groups[i].c = c;
         for (uint32_t j = 0; j < c->n_eps; j++) {
             struct xds_ep_state *st = c->eps[j].st;

@@ -556,7 +556,11 @@ static void handle_ready(struct ing_admin *a, struct admin_resp *r)
 {
     enum ing_state st = a->hooks.state != NULL ? a->hooks.state(a->hooks.arg) : ING_STATE_STARTING;
 
-    if (st == ING_STATE_READY)
+    const char *why = NULL;
+    if (st == ING_STATE_READY && a->hooks.not_ready != NULL &&
+        a->hooks.not_ready(a->hooks.arg, &why))
+        resp_msg(r, 503, "status", why);
+    else if (st == ING_STATE_READY)
         resp_msg(r, 200, "status", "ready");
     else
         resp_msg(r, 503, "status", st == ING_STATE_DRAINING ? "draining" : "starting");
@@ -714,13 +718,22 @@ static void handle_snapshot_route(struct ing_admin *a, struct admin_req *q, stru
 {
     switch (q->route) {
     case RT_CONFIG:
-        resp_json(r, 200, wr_xstrdup(q->snap->config_json != NULL ? q->snap->config_json : "{}"));
+        resp_json(r, 200, wr_xstrdup(xds_snapshot_config_json(q->snap)));
         break;
     case RT_CLUSTERS:
         resp_json(r, 200, ing_admin_clusters_json(q->snap));
         break;
     case RT_METRICS:
-        resp_set(r, 200, "text/plain; version=0.0.4", ing_admin_metrics_text(q->snap));
+        if (a->hooks.extra_metrics != NULL) {
+            struct wr_sbuf b = {0};
+            char *text = ing_admin_metrics_text(q->snap);
+            wr_sbuf_addstr(&b, text);
+            free(text);
+            a->hooks.extra_metrics(a->hooks.arg, &b);
+            resp_set(r, 200, "text/plain; version=0.0.4", b.p);
+        } else {
+            resp_set(r, 200, "text/plain; version=0.0.4", ing_admin_metrics_text(q->snap));
+        }
         break;
     case RT_ROLLOUTS:
         resp_json(r, 200, rollouts_json(q->snap));

@@ -133,7 +133,7 @@ char *ing_admin_clusters_json(struct xds_snapshot *s)
 
     json_object_set_new(root, "version", json_string(s->version_str));
     for (uint32_t i = 0; i < s->n_clusters; i++)
-        json_array_append_new(arr, cluster_json(&s->clusters[i]));
+        json_array_append_new(arr, cluster_json(s->clusters[i]));
     json_object_set_new(root, "clusters", arr);
 
     char *out = json_dumps(root, JSON_COMPACT);
@@ -319,12 +319,12 @@ static void metrics_clusters(struct wr_sbuf *b, struct xds_snapshot *s)
            "Failed connection attempts to upstream endpoints, by cluster.");
     for (uint32_t i = 0; i < s->n_clusters; i++)
         sample_u64(b, "weir_upstream_connect_failures_total",
-                   LABELS({"cluster", s->clusters[i].name}),
-                   ctr(s->clusters[i].stats, XDS_CS_CONNECT_FAILURES));
+                   LABELS({"cluster", s->clusters[i]->name}),
+                   ctr(s->clusters[i]->stats, XDS_CS_CONNECT_FAILURES));
     family(b, "weir_upstream_retries_total", "counter", "Upstream request retries, by cluster.");
     for (uint32_t i = 0; i < s->n_clusters; i++)
-        sample_u64(b, "weir_upstream_retries_total", LABELS({"cluster", s->clusters[i].name}),
-                   ctr(s->clusters[i].stats, XDS_CS_RETRIES));
+        sample_u64(b, "weir_upstream_retries_total", LABELS({"cluster", s->clusters[i]->name}),
+                   ctr(s->clusters[i]->stats, XDS_CS_RETRIES));
 }
 
 enum ep_metric {
@@ -356,7 +356,7 @@ static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_m
                             const char *name)
 {
     for (uint32_t i = 0; i < s->n_clusters; i++) {
-        const struct xds_cluster *c = &s->clusters[i];
+        const struct xds_cluster *c = s->clusters[i];
         for (uint32_t j = 0; j < c->n_eps; j++) {
             struct xds_ep_state *st = c->eps[j].st;
             struct ep_totals t = ep_totals(st);

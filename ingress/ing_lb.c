@@ -81,13 +81,37 @@ uint64_t ing_lb_hash_key(const void *data, size_t len)
  * endpoints (a rolling update) must not send traffic to the failing one. Envoy leaves its
  * excluded hosts out of the denominator for the same reason (arch_overview/upstream/
  * load_balancing/excluded). A panic_percent of 0 disables panic mode. */
+/* Priority levels (DNS SRV priorities, endpoint "priority"): the lowest level that has a
+ * healthy endpoint serves alone; when no level has one, the lowest level that has an endpoint
+ * not draining does (and panic mode applies within it). The other levels' endpoints are ruled
+ * out in the flags copy as if they were draining. */
+static void scan_levels(struct ing_lb *lb, const struct xds_cluster *c)
+{
+    uint32_t best_healthy = UINT32_MAX, best_serving = UINT32_MAX;
+
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        uint32_t f = lb->flags[i] = ing__lb_flags(&c->eps[i]);
+        uint32_t p = c->eps[i].priority;
+        if (f == 0 && p < best_healthy)
+            best_healthy = p;
+        if (!(f & XDS_EPF_DRAINING) && p < best_serving)
+            best_serving = p;
+    }
+    uint32_t level = best_healthy != UINT32_MAX ? best_healthy : best_serving;
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        if (c->eps[i].priority != level)
+            lb->flags[i] |= XDS_EPF_DRAINING;
+}
+
 bool ing__lb_scan(struct ing_lb *lb, const struct xds_cluster *c, const struct ing_lb_ctx *ctx,
                   struct ing__lb_set *s)
 {
     uint32_t healthy = 0, healthy_untried = 0, serving = 0, serving_untried = 0;
 
+    if (c->has_priorities)
+        scan_levels(lb, c);
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        uint32_t f = lb->flags[i] = ing__lb_flags(&c->eps[i]);
+        uint32_t f = c->has_priorities ? lb->flags[i] : (lb->flags[i] = ing__lb_flags(&c->eps[i]));
         bool untried = !ing__lb_excluded(ctx, i);
 
         if (f & XDS_EPF_DRAINING)

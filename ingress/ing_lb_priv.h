@@ -51,8 +51,10 @@ struct ing__lb_set {
 
 static inline uint32_t ing__lb_flags(const struct xds_endpoint *ep)
 {
-    /* Endpoints without a state entry (unit tests) are healthy. */
-    return ep->st != NULL ? atomic_load_explicit(&ep->st->flags, memory_order_relaxed) : 0;
+    /* Endpoints without a state entry (unit tests) are healthy. An endpoint its source says is
+     * draining (a terminating Kubernetes endpoint) takes no new requests, like a removed one. */
+    uint32_t f = ep->st != NULL ? atomic_load_explicit(&ep->st->flags, memory_order_relaxed) : 0;
+    return ep->draining ? f | XDS_EPF_DRAINING : f;
 }
 
 /* Weights are >= 1 once validated; a 0 would make an endpoint unreachable by some policies and
@@ -67,11 +69,12 @@ static inline bool ing__lb_excluded(const struct ing_lb_ctx *ctx, uint32_t i)
     return ctx->exclude != NULL && ctx->exclude[i] != 0;
 }
 
-/* True when endpoint <i> is a candidate whatever the scan would decide: healthy, not excluded. */
+/* True when endpoint <i> is a candidate whatever the scan would decide: healthy, not excluded.
+ * Clusters with priority levels always scan (the level that serves depends on all of them). */
 static inline bool ing__lb_sure(const struct xds_cluster *c, const struct ing_lb_ctx *ctx,
                                 uint32_t i)
 {
-    return ing__lb_flags(&c->eps[i]) == 0 && !ing__lb_excluded(ctx, i);
+    return !c->has_priorities && ing__lb_flags(&c->eps[i]) == 0 && !ing__lb_excluded(ctx, i);
 }
 
 /* True when endpoint <i> belongs to the candidate set <s> of the last scan. */

@@ -88,7 +88,7 @@ struct ing_listener {
 
 struct ing_snapref {
     struct xds_snapshot *snap; /* one real reference */
-    struct ing_lb **lbs;       /* per cluster, built lazily */
+    unsigned widx;             /* the owning worker's index (its LB slot in each cluster) */
     uint32_t pins;             /* requests of this worker using it */
     struct wr_list link;       /* w->retired while pins > 0 and not current */
 };
@@ -307,7 +307,10 @@ struct ing_server {
     unsigned nworkers;
     _Atomic int state; /* enum ing_state */
     struct ing_admin *admin;
-    struct hc_manager *hc; /* health checks and outlier ejections */
+    struct hc_manager *hc;   /* health checks and outlier ejections */
+    struct ing_disc *disc;   /* discovery providers and their views (ing_discovery.c) */
+    struct xds_cache *cache; /* clusters reused between builds */
+    uint64_t boot_ms;        /* wr_mono_ns() / 1e6 at boot */
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t drain_timer;
     uv_timer_t sweep_timer; /* frees stats entries no snapshot uses any more */
@@ -327,6 +330,26 @@ struct ing_server {
 };
 
 /* ---- functions shared inside ingress/ ---- */
+
+/* ing_server.c: builds a snapshot from the last loaded file text and the accepted discovery
+ * views (for provider <with_pending>, its pending view instead; -1: none), with the live
+ * rollout weights applied. NULL with <errors> filled when it does not build. */
+struct xds_snapshot *ing__server_build(struct ing_server *srv, int with_pending,
+                                       struct wr_sbuf *errors);
+/* Publishes <s> (our reference) to health checks and every worker. */
+void ing__server_publish(struct ing_server *srv, struct xds_snapshot *s);
+void ing__log_errors(const struct wr_sbuf *errors);
+
+/* ing_discovery.c */
+struct xds_view;
+unsigned ing__disc_count(struct ing_server *srv);
+unsigned ing__disc_views(struct ing_server *srv, struct xds_view *out, int with_pending);
+bool ing__disc_sync(struct ing_server *srv, const struct xds_snapshot *s);
+void ing__disc_built(struct ing_server *srv, const struct xds_snapshot *s);
+void ing__disc_close(struct ing_server *srv);
+bool ing__disc_stale(struct ing_server *srv, const char **why);
+bool ing__disc_waiting(struct ing_server *srv, const char **why);
+void ing__disc_metrics(struct ing_server *srv, struct wr_sbuf *b);
 
 /* ing_worker.c */
 int ing__worker_start(struct ing_worker *w);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <weir/disc.h>
 #include <weir/hc.h>
 
 #include "ing_priv.h"
@@ -26,7 +27,7 @@ static enum ing_state hook_state(void *arg)
     return (enum ing_state)atomic_load(&((struct ing_server *)arg)->state);
 }
 
-static void log_errors(const struct wr_sbuf *errors)
+void ing__log_errors(const struct wr_sbuf *errors)
 {
     const char *p = errors->p;
 
@@ -81,6 +82,52 @@ static void overrides_apply(struct ing_server *srv, struct xds_snapshot *s)
     }
 }
 
+static void publish(struct ing_server *srv, struct xds_snapshot *s);
+
+/* Builds from <text> (NULL: read the file; the text read is kept on success) and the views. */
+static struct xds_snapshot *build(struct ing_server *srv, bool read_file, int with_pending,
+                                  struct wr_sbuf *errors)
+{
+    unsigned n = ing__disc_count(srv);
+    struct xds_view *views = wr_xcalloc(n + 1, sizeof(*views));
+    char *text = NULL;
+    struct xds_build_args a = {
+        .path = srv->config_path,
+        .text = read_file ? NULL : srv->config_text,
+        .len = read_file ? 0 : strlen(srv->config_text),
+        .text_out = read_file ? &text : NULL,
+        .views = views,
+        .n_views = ing__disc_views(srv, views, with_pending),
+        .reg = srv->reg,
+        .version = srv->next_version,
+        .cache = srv->cache,
+    };
+    struct xds_snapshot *s = xds_config_build(&a, errors);
+
+    free(views);
+    if (s == NULL)
+        return NULL;
+    srv->next_version++;
+    if (text != NULL) {
+        free(srv->config_text);
+        srv->config_text = text;
+    }
+    overrides_apply(srv, s);
+    ing__disc_built(srv, s);
+    return s;
+}
+
+struct xds_snapshot *ing__server_build(struct ing_server *srv, int with_pending,
+                                       struct wr_sbuf *errors)
+{
+    return build(srv, false, with_pending, errors);
+}
+
+void ing__server_publish(struct ing_server *srv, struct xds_snapshot *s)
+{
+    publish(srv, s);
+}
+
 /* Hands <s> (one reference, ours) to every worker and makes it the current snapshot. */
 static void publish(struct ing_server *srv, struct xds_snapshot *s)
 {
@@ -97,23 +144,31 @@ static void reload(struct ing_server *srv)
 {
     struct wr_sbuf errors = {0};
     struct xds_snapshot *s;
-    char *text = NULL;
 
     if (atomic_load(&srv->state) == ING_STATE_DRAINING)
         return;
-    s = xds_config_load_ex(srv->config_path, NULL, 0, &text, srv->reg, srv->next_version, &errors);
+    /* A reload re-reads everything: certificates and CA files of clusters too. */
+    xds_cache_clear(srv->cache);
+    s = build(srv, true, -1, &errors);
     if (s == NULL) {
-        log_errors(&errors);
+        ing__log_errors(&errors);
         wr_err("reload of %s failed: the running configuration (version %s) stays",
                srv->config_path, srv->snap->version_str);
         wr_sbuf_dispose(&errors);
         return;
     }
     wr_sbuf_dispose(&errors);
-    free(srv->config_text);
-    srv->config_text = text;
-    srv->next_version++;
-    overrides_apply(srv, s);
+    if (ing__disc_sync(srv, s)) {
+        /* A provider went away with the file's discovery entry: build without its view. */
+        struct xds_snapshot *again = build(srv, false, -1, &errors);
+        if (again != NULL) {
+            xds_snapshot_unref(s);
+            s = again;
+        } else {
+            ing__log_errors(&errors);
+        }
+        wr_sbuf_dispose(&errors);
+    }
     if (s->workers != srv->nworkers)
         wr_warn("reload: \"workers\" changed to %u; the running %u workers stay until a restart",
                 s->workers, srv->nworkers);
@@ -136,30 +191,59 @@ static int64_t hook_set_rollout(void *arg, const char *name, unsigned weight, co
         *err = "draining";
         return -1;
     }
-    /* Rebuild from the text of the last load, not the file: edits not yet reloaded with
-     * SIGHUP must not slip in with a weight change. */
-    struct xds_snapshot *s =
-        xds_config_load_ex(srv->config_path, srv->config_text, strlen(srv->config_text), NULL,
-                           srv->reg, srv->next_version, &errors);
-    wr_sbuf_dispose(&errors);
-    if (s == NULL) {
-        *err = "cannot rebuild the configuration";
-        return -1;
-    }
-    srv->next_version++;
+    /* The live weight first, then the build applies it like every other override. A new
+     * override remembers what the source said (no override of this name exists yet, so the
+     * current snapshot shows the source's own value). */
     struct ing_override *o = override_find(srv, name);
-    const struct xds_rollout *fresh = xds_rollout_find(s, name);
-    if (o == NULL) {
+    bool created = o == NULL;
+    uint32_t before = 0;
+    if (created) {
         srv->overrides = wr_xrealloc(srv->overrides, (srv->n_overrides + 1) * sizeof(*o));
         o = &srv->overrides[srv->n_overrides++];
         o->name = wr_xstrdup(name);
-        o->file_weight = fresh->green_weight;
+        o->file_weight = cur->green_weight;
+    } else {
+        before = o->weight;
     }
     o->weight = weight;
-    overrides_apply(srv, s);
+    /* Rebuild from the text of the last load, not the file: edits not yet reloaded with
+     * SIGHUP must not slip in with a weight change. */
+    struct xds_snapshot *s = build(srv, false, -1, &errors);
+    if (s == NULL) {
+        ing__log_errors(&errors);
+        wr_sbuf_dispose(&errors);
+        if (created)
+            override_drop(srv, o);
+        else
+            o->weight = before;
+        *err = "cannot rebuild the configuration";
+        return -1;
+    }
+    wr_sbuf_dispose(&errors);
     publish(srv, s);
     wr_info("rollout %s: green weight %u (configuration version %s)", name, weight, s->version_str);
     return (int64_t)s->version;
+}
+
+/* /ready waits for each discovery provider's first view (at most INITIAL_SYNC_MS after boot, so
+ * that a source that is down does not keep a weir with a working file out of service), and
+ * fails while a provider with stale_after_ms is stale. */
+#define INITIAL_SYNC_MS 5000
+
+static bool hook_not_ready(void *arg, const char **why)
+{
+    struct ing_server *srv = arg;
+
+    if (srv->disc == NULL)
+        return false;
+    if (ing__disc_stale(srv, why))
+        return true;
+    return wr_mono_ns() / 1000000u - srv->boot_ms < INITIAL_SYNC_MS && ing__disc_waiting(srv, why);
+}
+
+static void hook_extra_metrics(void *arg, struct wr_sbuf *b)
+{
+    ing__disc_metrics(arg, b);
 }
 
 static uint64_t hook_served_version(void *arg)
@@ -243,6 +327,7 @@ static void on_exit_async(uv_async_t *h)
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+    ing__disc_close(srv);
     hc_manager_close(srv->hc); /* after the workers are joined: none reports any more */
     srv->hc = NULL;
     if (srv->admin != NULL)
@@ -301,17 +386,19 @@ int ing_server_run(const struct ing_server_opts *opts)
     srv->nworkers = probe->workers;
     xds_snapshot_unref(probe);
     srv->reg = xds_stats_reg_new(srv->nworkers);
-    srv->snap =
-        xds_config_load_ex(opts->config_path, NULL, 0, &srv->config_text, srv->reg, 1, &errors);
+    srv->cache = xds_cache_new();
+    srv->next_version = 1;
+    srv->snap = build(srv, true, -1, &errors);
     if (srv->snap == NULL) {
         fputs(errors.p ? errors.p : "config: cannot load\n", stderr);
         wr_sbuf_dispose(&errors);
+        xds_cache_free(srv->cache);
         xds_stats_reg_free(srv->reg);
         free(srv);
         return 1;
     }
     wr_sbuf_dispose(&errors);
-    srv->next_version = 2;
+    srv->boot_ms = wr_mono_ns() / 1000000u;
     uv_loop_init(&loop);
     srv->loop = &loop;
     uv_timer_init(&loop, &srv->drain_timer);
@@ -331,6 +418,8 @@ int ing_server_run(const struct ing_server_opts *opts)
                                     .state = hook_state,
                                     .set_rollout = hook_set_rollout,
                                     .served_version = hook_served_version,
+                                    .not_ready = hook_not_ready,
+                                    .extra_metrics = hook_extra_metrics,
                                     .arg = srv};
     srv->admin = ing_admin_start(&loop, srv->snap, &hooks, &err);
     if (srv->admin == NULL) {
@@ -359,6 +448,7 @@ int ing_server_run(const struct ing_server_opts *opts)
                 ing__server_worker_exited(srv);
     } else {
         uv_timer_start(&srv->sweep_timer, on_sweep, 10000, 10000);
+        ing__disc_sync(srv, srv->snap);
         atomic_store(&srv->state, ING_STATE_READY);
         wr_info("weir %s ready: configuration version %s, %u workers, %u listeners", WEIR_VERSION,
                 srv->snap->version_str, srv->nworkers, srv->snap->n_listeners);
@@ -370,6 +460,7 @@ int ing_server_run(const struct ing_server_opts *opts)
         ing__worker_dispose(&srv->workers[i]);
     free(srv->workers);
     xds_snapshot_unref(srv->snap);
+    xds_cache_free(srv->cache);
     while (srv->n_overrides > 0)
         override_drop(srv, &srv->overrides[0]);
     free(srv->overrides);

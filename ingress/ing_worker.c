@@ -120,11 +120,6 @@ void ing__wreq_put(struct ing_worker *w, uv_write_t *wr)
 
 static void snapref_free(struct ing_snapref *sr)
 {
-    if (sr->lbs != NULL) {
-        for (uint32_t i = 0; i < sr->snap->n_clusters; i++)
-            ing_lb_free(sr->lbs[i]);
-        free(sr->lbs);
-    }
     xds_snapshot_unref(sr->snap);
     free(sr);
 }
@@ -143,13 +138,23 @@ void ing__snap_unpin(struct ing_worker *w, struct ing_snapref *sr)
     }
 }
 
+static void lb_free(void *lb)
+{
+    ing_lb_free(lb);
+}
+
+/* The worker's balancer state for <c> lives in the cluster's slot for this worker: clusters
+ * are shared by the snapshots that did not change them, and so is the state (round-robin
+ * position, ring). Freed with the cluster, by whichever thread drops its last reference. */
 struct ing_lb *ing__snap_lb(struct ing_snapref *sr, const struct xds_cluster *c)
 {
-    if (sr->lbs == NULL)
-        sr->lbs = wr_xcalloc(sr->snap->n_clusters ? sr->snap->n_clusters : 1, sizeof(*sr->lbs));
-    if (sr->lbs[c->idx] == NULL)
-        sr->lbs[c->idx] = ing_lb_new(c);
-    return sr->lbs[c->idx];
+    struct xds_wslot *slot = &c->wslots[sr->widx];
+
+    if (slot->p == NULL) {
+        slot->free_fn = lb_free;
+        slot->p = ing_lb_new(c);
+    }
+    return slot->p;
 }
 
 /* ---- timeout queues ---- */
@@ -404,6 +409,7 @@ static void adopt(struct ing_worker *w, struct xds_snapshot *s)
     struct ing_snapref *sr = wr_xcalloc(1, sizeof(*sr)), *old = w->cur;
 
     sr->snap = s;
+    sr->widx = w->idx;
     wr_list_init(&sr->link);
     w->cur = sr;
     if (old != NULL) {

@@ -333,17 +333,25 @@ static void parse_rollout(struct xds__cfg *c, json_t *o)
     xds__cfg_bool(c, o, "sticky", false, &ro->sticky);
 }
 
-static void parse_rollouts(struct xds__cfg *c, json_t *root)
+#define FOR_EACH_ITEM(c, items, n, o, ...)                                                         \
+    for (uint32_t i_ = 0; i_ < (n); i_++) {                                                        \
+        json_t *o = (items)[i_].obj;                                                               \
+        struct xds__item_mark m_ = xds__cfg_item_enter(c, &(items)[i_]);                           \
+        if (!json_is_object(o))                                                                    \
+            xds__cfg_err(c, NULL, "must be an object");                                            \
+        else {                                                                                     \
+            __VA_ARGS__;                                                                           \
+        }                                                                                          \
+        xds__cfg_item_leave(c, m_);                                                                \
+    }
+
+static void parse_rollouts(struct xds__cfg *c, const struct xds__merged *m)
 {
     struct xds_snapshot *s = c->s;
-    bool ok;
-    json_t *a = xds__cfg_arr(c, root, "rollouts", 0, &ok);
 
-    s->rollout_index = xds__index_new(json_array_size(a));
-    s->rollouts = wr_xcalloc(json_array_size(a) + 1, sizeof(*s->rollouts));
-    size_t mark = xds__cfg_enter(c, "rollouts");
-    FOR_EACH_OBJECT(c, a, i, o, parse_rollout(c, o));
-    xds__cfg_leave(c, mark);
+    s->rollout_index = xds__index_new(m->n_rollouts);
+    s->rollouts = wr_xcalloc(m->n_rollouts + 1, sizeof(*s->rollouts));
+    FOR_EACH_ITEM(c, m->rollouts, m->n_rollouts, o, parse_rollout(c, o));
 }
 
 /* ---- routes ------------------------------------------------------------------------------- */
@@ -571,17 +579,13 @@ static void parse_route(struct xds__cfg *c, json_t *o, struct xds_name_index *na
     parse_hsts(c, o, r);
 }
 
-static void parse_routes(struct xds__cfg *c, json_t *root)
+static void parse_routes(struct xds__cfg *c, const struct xds__merged *m)
 {
     struct xds_snapshot *s = c->s;
-    bool ok;
-    json_t *a = xds__cfg_arr(c, root, "routes", 0, &ok);
-    struct xds_name_index *names = xds__index_new(json_array_size(a));
+    struct xds_name_index *names = xds__index_new(m->n_routes);
 
-    s->routes = wr_xcalloc(json_array_size(a) + 1, sizeof(*s->routes));
-    size_t mark = xds__cfg_enter(c, "routes");
-    FOR_EACH_OBJECT(c, a, i, o, parse_route(c, o, names));
-    xds__cfg_leave(c, mark);
+    s->routes = wr_xcalloc(m->n_routes + 1, sizeof(*s->routes));
+    FOR_EACH_ITEM(c, m->routes, m->n_routes, o, parse_route(c, o, names));
     xds__index_free(names);
 }
 
@@ -720,9 +724,27 @@ static void link_stats(struct xds_snapshot *s, struct xds_stats_reg *reg)
     }
 }
 
-static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, struct xds_stats_reg *reg,
-                                  uint64_t version)
+struct xds__item_mark xds__cfg_item_enter(struct xds__cfg *c, const struct xds__item *it)
 {
+    struct xds__item_mark m = {.name = c->name};
+
+    c->name = it->name;
+    m.mark = xds__cfg_enter(c, it->section);
+    xds__cfg_enter_idx(c, it->idx);
+    return m;
+}
+
+void xds__cfg_item_leave(struct xds__cfg *c, struct xds__item_mark m)
+{
+    xds__cfg_leave(c, m.mark);
+    c->name = m.name;
+}
+
+static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, const struct xds_build_args *a)
+{
+    struct xds_stats_reg *reg = a->reg;
+    uint64_t version = a->version;
+    struct xds__merged merged;
     const char *const keys[] = {"workers",
                                 "drain_timeout_ms",
                                 "drain_delay_ms",
@@ -749,23 +771,40 @@ static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, struct xds_s
     xds__cfg_keys(c, root, keys);
     parse_process(c, root);
     parse_listeners(c, root);
-    xds__cfg_clusters(c, xds__cfg_arr(c, root, "clusters", 0, &ok));
-    parse_rollouts(c, root);
-    parse_routes(c, root);
+    /* type checks of the file's own arrays (the merge skips what is not an array) */
+    xds__cfg_arr(c, root, "clusters", 0, &ok);
+    xds__cfg_arr(c, root, "rollouts", 0, &ok);
+    xds__cfg_arr(c, root, "routes", 0, &ok);
+    xds__merge(c, root, a->views, a->n_views, &merged);
+    c->nworkers = xds__reg_nworkers(reg);
+    c->cache = reg != NULL ? a->cache : NULL;
+    xds__cfg_clusters(c, merged.clusters, merged.n_clusters);
+    parse_rollouts(c, &merged);
+    parse_routes(c, &merged);
     parse_discovery(c, root);
+    s->conflicts = merged.conflicts;
+    s->n_conflicts = merged.n_conflicts;
+    merged.conflicts = NULL;
+    merged.n_conflicts = 0;
+    xds__merged_free(&merged);
+    if (c->n_errors == 0) {
+        if (reg != NULL)
+            link_stats(s, reg);
+        xds__cfg_cluster_cache(c);
+    }
+    for (uint32_t i = 0; c->cluster_keys != NULL && i < s->n_clusters; i++)
+        free(c->cluster_keys[i]);
+    wr_free(&c->cluster_keys);
     if (c->n_errors > 0) {
         xds__snapshot_free(s);
         return NULL;
     }
-    if (reg != NULL)
-        link_stats(s, reg);
     xds__vhost_build(s);
-    s->config_json = xds__config_json(s);
     return s;
 }
 
 static struct xds_snapshot *parse(const char *text, size_t len, const char *name,
-                                  const char *base_dir, struct xds_stats_reg *reg, uint64_t version,
+                                  const char *base_dir, const struct xds_build_args *a,
                                   struct wr_sbuf *errors)
 {
     struct xds__cfg c = {.name = name, .base_dir = base_dir, .errors = errors};
@@ -781,7 +820,7 @@ static struct xds_snapshot *parse(const char *text, size_t len, const char *name
     if (!json_is_object(root))
         wr_sbuf_printf(errors, "%s: must be a JSON object\n", name);
     else
-        s = build(&c, root, reg, version);
+        s = build(&c, root, a);
     json_decref(root);
     wr_sbuf_dispose(&c.path);
     return s;
@@ -791,7 +830,8 @@ struct xds_snapshot *xds_config_parse(const char *text, size_t len, const char *
                                       struct xds_stats_reg *reg, uint64_t version,
                                       struct wr_sbuf *errors)
 {
-    return parse(text, len, name, NULL, reg, version, errors);
+    struct xds_build_args a = {.path = name, .reg = reg, .version = version};
+    return parse(text, len, name, NULL, &a, errors);
 }
 
 static char *read_file(const char *path, size_t *len, struct wr_sbuf *errors)
@@ -830,6 +870,20 @@ struct xds_snapshot *xds_config_load_ex(const char *path, const char *text, size
                                         char **text_out, struct xds_stats_reg *reg,
                                         uint64_t version, struct wr_sbuf *errors)
 {
+    struct xds_build_args a = {.path = path,
+                               .text = text,
+                               .len = len,
+                               .text_out = text_out,
+                               .reg = reg,
+                               .version = version};
+    return xds_config_build(&a, errors);
+}
+
+struct xds_snapshot *xds_config_build(const struct xds_build_args *a, struct wr_sbuf *errors)
+{
+    const char *path = a->path, *text = a->text;
+    size_t len = a->len;
+    char **text_out = a->text_out;
     char *owned = NULL;
     const char *slash = strrchr(path, '/');
     char *dir = NULL;
@@ -842,7 +896,7 @@ struct xds_snapshot *xds_config_load_ex(const char *path, const char *text, size
     }
     if (slash != NULL)
         dir = wr_xstrndup(path, (size_t)(slash - path)); /* "" for "/weir.json": "" + "/" + p */
-    struct xds_snapshot *s = parse(text, len, path, dir, reg, version, errors);
+    struct xds_snapshot *s = parse(text, len, path, dir, a, errors);
     free(dir);
     if (s != NULL && text_out != NULL && owned != NULL) {
         *text_out = owned;

@@ -105,14 +105,22 @@ static unsigned port_of(const struct sockaddr_storage *ss)
 static void parse_endpoint(struct xds__cfg *c, json_t *o, struct xds_cluster *cl,
                            struct xds_name_index *seen)
 {
-    const char *const keys[] = {"address", "weight", NULL};
+    const char *const keys[] = {"address", "weight", "priority", "health", NULL};
     struct xds_endpoint *ep = &cl->eps[cl->n_eps];
-    char *addr = NULL, canon[64];
+    char *addr = NULL, *health = NULL, canon[64];
     const char *why = NULL;
     uint32_t other;
 
     xds__cfg_keys(c, o, keys);
     xds__cfg_u32(c, o, "weight", 1, 1, MAX_EP_WEIGHT, &ep->weight);
+    xds__cfg_u32(c, o, "priority", 0, 0, 127, &ep->priority);
+    if (xds__cfg_str(c, o, "health", 0, NULL, &health) && health != NULL) {
+        if (strcmp(health, "draining") == 0)
+            ep->draining = true;
+        else if (strcmp(health, "healthy") != 0)
+            xds__cfg_err(c, "health", "must be \"healthy\" or \"draining\"");
+        free(health);
+    }
     if (!xds__cfg_str(c, o, "address", XDS__REQUIRED | XDS__NONEMPTY, NULL, &addr) || addr == NULL)
         return;
     if (wr_parse_address(addr, &ep->ss, &ep->sslen, &why) == 0 && port_of(&ep->ss) == 0)
@@ -131,6 +139,7 @@ static void parse_endpoint(struct xds__cfg *c, json_t *o, struct xds_cluster *cl
         return;
     }
     cl->total_weight += ep->weight;
+    cl->has_priorities |= ep->priority > 0;
     cl->n_eps++;
 }
 
@@ -363,7 +372,7 @@ static void parse_health_check(struct xds__cfg *c, json_t *o, struct xds_cluster
 
 /* ---- clusters ----------------------------------------------------------------------------- */
 
-static void parse_cluster(struct xds__cfg *c, json_t *o)
+static struct xds_cluster *parse_cluster(struct xds__cfg *c, json_t *o, uint8_t source)
 {
     const char *const keys[] = {"name",
                                 "lb_policy",
@@ -379,21 +388,14 @@ static void parse_cluster(struct xds__cfg *c, json_t *o)
                                 "max_idle",
                                 "retries",
                                 NULL};
-    struct xds_snapshot *s = c->s;
-    struct xds_cluster *cl = &s->clusters[s->n_clusters];
-    uint32_t other;
+    struct xds_cluster *cl = wr_xcalloc(1, sizeof(*cl));
 
-    cl->idx = s->n_clusters++;
-    cl->source = XDS_SRC_STATIC;
+    atomic_init(&cl->refs, 1);
+    cl->source = source;
     xds__cfg_keys(c, o, keys);
     if (xds__cfg_str(c, o, "name", XDS__REQUIRED | XDS__NONEMPTY, NULL, &cl->name) &&
-        cl->name != NULL) {
-        /* Registered even when invalid, so that references do not add "unknown" errors. */
-        if (!xds__index_add(s->cluster_index, cl->name, strlen(cl->name), cl->idx, &other))
-            xds__cfg_err(c, "name", "duplicate name \"%s\"", cl->name);
-        else if (strchr(cl->name, '|') != NULL)
-            xds__cfg_err(c, "name", "must not contain \"|\"");
-    }
+        cl->name != NULL && strchr(cl->name, '|') != NULL)
+        xds__cfg_err(c, "name", "must not contain \"|\"");
     parse_lb(c, o, cl);
     parse_endpoints(c, o, cl);
     parse_protocol(c, o, cl);
@@ -404,25 +406,164 @@ static void parse_cluster(struct xds__cfg *c, json_t *o)
     xds__cfg_u32(c, o, "idle_timeout_ms", 30000, 1, XDS__NOLIMIT, &cl->idle_timeout_ms);
     xds__cfg_u32(c, o, "max_idle", 1024, 0, XDS__NOLIMIT, &cl->max_idle);
     xds__cfg_u32(c, o, "retries", 1, 0, 5, &cl->retries);
+    if (c->nworkers > 0) {
+        cl->n_wslots = c->nworkers;
+        cl->wslots = wr_xcalloc(c->nworkers, sizeof(*cl->wslots));
+    }
+    return cl;
 }
 
-void xds__cfg_clusters(struct xds__cfg *c, json_t *arr)
+static void free_cluster(struct xds_cluster *c)
+{
+    free(c->name);
+    free(c->hash_name);
+    for (uint32_t i = 0; c->eps != NULL && i < c->n_eps; i++) {
+        free(c->eps[i].address);
+        xds_ep_state_unref(c->eps[i].st);
+    }
+    free(c->eps);
+    free(c->hc.path);
+    free(c->hc.method);
+    free(c->hc.host);
+    free(c->hc.body_contains);
+    free(c->hc.expected);
+    free(c->hc.send);
+    free(c->hc.expect);
+    free(c->hc.service);
+    xds__tls_cluster_free(c);
+    free(c->tls.sni);
+    free(c->tls.ca_file);
+    xds_counters_unref(c->stats);
+    for (unsigned i = 0; i < c->n_wslots; i++)
+        if (c->wslots[i].p != NULL && c->wslots[i].free_fn != NULL)
+            c->wslots[i].free_fn(c->wslots[i].p);
+    free(c->wslots);
+    free(c);
+}
+
+void xds__cluster_unref(struct xds_cluster *cl)
+{
+    if (cl != NULL && atomic_fetch_sub_explicit(&cl->refs, 1, memory_order_acq_rel) == 1)
+        free_cluster(cl);
+}
+
+/* ---- the cache of built clusters ----
+ *
+ * Keyed by the cluster's JSON (compact, sorted keys) and its source: the same text builds the
+ * same cluster, so the object of the previous build is reused as it is (validation, address
+ * parsing, TLS context, stats links and the workers' balancer state included). */
+
+struct xds_cache {
+    struct xds_name_index *ix; /* key -> ents[] */
+
+    struct cache_ent {
+        char *key;
+        struct xds_cluster *cl; /* a reference */
+    } * ents;
+
+    uint32_t n;
+};
+
+struct xds_cache *xds_cache_new(void)
+{
+    return wr_xcalloc(1, sizeof(struct xds_cache));
+}
+
+void xds_cache_clear(struct xds_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (uint32_t i = 0; i < c->n; i++) {
+        free(c->ents[i].key);
+        xds__cluster_unref(c->ents[i].cl);
+    }
+    free(c->ents);
+    xds__index_free(c->ix);
+    c->ents = NULL;
+    c->ix = NULL;
+    c->n = 0;
+}
+
+void xds_cache_free(struct xds_cache *c)
+{
+    xds_cache_clear(c);
+    free(c);
+}
+
+static struct xds_cluster *cache_get(struct xds_cache *c, const char *key)
+{
+    uint32_t i;
+
+    if (c == NULL || c->ix == NULL || !xds__index_get(c->ix, key, strlen(key), &i))
+        return NULL;
+    atomic_fetch_add_explicit(&c->ents[i].cl->refs, 1, memory_order_relaxed);
+    return c->ents[i].cl;
+}
+
+static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **keys)
+{
+    struct xds_cache fresh = {0};
+    uint32_t other;
+
+    fresh.ix = xds__index_new(s->n_clusters);
+    fresh.ents = wr_xcalloc(s->n_clusters + 1, sizeof(*fresh.ents));
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        if (keys[i] == NULL)
+            continue;
+        struct cache_ent *e = &fresh.ents[fresh.n];
+        if (!xds__index_add(fresh.ix, keys[i], strlen(keys[i]), fresh.n, &other))
+            continue;
+        e->key = keys[i];
+        keys[i] = NULL;
+        e->cl = s->clusters[i];
+        atomic_fetch_add_explicit(&e->cl->refs, 1, memory_order_relaxed);
+        fresh.n++;
+    }
+    xds_cache_clear(cache);
+    *cache = fresh;
+}
+
+static char *cluster_key(json_t *o, uint8_t source, unsigned nworkers)
+{
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    char *key = wr_xasprintf("%u|%u|%s", (unsigned)source, nworkers, text ? text : "");
+    free(text);
+    return key;
+}
+
+void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32_t n)
 {
     struct xds_snapshot *s = c->s;
+    uint32_t other;
 
-    s->cluster_index = xds__index_new(json_array_size(arr));
-    s->clusters = wr_xcalloc(json_array_size(arr) + 1, sizeof(*s->clusters));
-    size_t mark = xds__cfg_enter(c, "clusters");
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        json_t *o = json_array_get(arr, i);
-        size_t m = xds__cfg_enter_idx(c, i);
-        if (json_is_object(o))
-            parse_cluster(c, o);
-        else
+    s->cluster_index = xds__index_new(n);
+    s->clusters = wr_xcalloc(n + 1, sizeof(*s->clusters));
+    c->cluster_keys = wr_xcalloc(n + 1, sizeof(*c->cluster_keys));
+    for (uint32_t i = 0; i < n; i++) {
+        const struct xds__item *it = &items[i];
+        struct xds__item_mark m = xds__cfg_item_enter(c, it);
+        struct xds_cluster *cl = NULL;
+        char *key = NULL;
+
+        if (!json_is_object(it->obj)) {
             xds__cfg_err(c, NULL, "must be an object");
-        xds__cfg_leave(c, m);
+            xds__cfg_item_leave(c, m);
+            continue;
+        }
+        if (c->cache != NULL) {
+            key = cluster_key(it->obj, it->source, c->nworkers);
+            cl = cache_get(c->cache, key);
+        }
+        if (cl == NULL)
+            cl = parse_cluster(c, it->obj, it->source);
+        c->cluster_keys[s->n_clusters] = key;
+        s->clusters[s->n_clusters++] = cl;
+        /* Registered even when invalid, so that references do not add "unknown" errors. */
+        if (cl->name != NULL && !xds__index_add(s->cluster_index, cl->name, strlen(cl->name),
+                                                s->n_clusters - 1, &other))
+            xds__cfg_err(c, "name", "duplicate name \"%s\"", cl->name);
+        xds__cfg_item_leave(c, m);
     }
-    xds__cfg_leave(c, mark);
 }
 
 void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg)
@@ -430,7 +571,9 @@ void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg)
     struct wr_sbuf key = {0};
 
     for (uint32_t i = 0; i < s->n_clusters; i++) {
-        struct xds_cluster *cl = &s->clusters[i];
+        struct xds_cluster *cl = s->clusters[i];
+        if (cl->stats != NULL) /* reused from an earlier build: linked then */
+            continue;
         key.len = 0;
         wr_sbuf_printf(&key, "cluster|%s", cl->name);
         cl->stats = xds_stats_counters(reg, key.p, XDS_CS_COUNT);
@@ -441,4 +584,11 @@ void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg)
         }
     }
     wr_sbuf_dispose(&key);
+}
+
+/* Called once the build succeeded: the cache now holds this build's clusters. */
+void xds__cfg_cluster_cache(struct xds__cfg *c)
+{
+    if (c->cache != NULL)
+        cache_take(c->cache, c->s, c->cluster_keys);
 }

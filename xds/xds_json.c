@@ -171,14 +171,22 @@ static json_t *cluster_json(const struct xds_cluster *c)
     json_t *o = json_object();
 
     set(o, "name", json_string(c->name));
+    if (c->source != XDS_SRC_STATIC)
+        set(o, "source", json_string(xds_source_name(c->source)));
     set(o, "lb_policy", json_string(xds_lb_policy_name(c->lb_policy)));
     if (c->lb_policy == XDS_LB_RING_HASH)
         set(o, "hash_on", hash_on_json(c));
     if (!c->is_template) { /* a template has no "endpoints" key, and keeps none */
         json_t *a = json_array();
-        for (uint32_t i = 0; i < c->n_eps; i++)
-            json_array_append_new(a, json_pack("{s:s, s:I}", "address", c->eps[i].address, "weight",
-                                               (json_int_t)c->eps[i].weight));
+        for (uint32_t i = 0; i < c->n_eps; i++) {
+            json_t *e = json_pack("{s:s, s:I}", "address", c->eps[i].address, "weight",
+                                  (json_int_t)c->eps[i].weight);
+            if (c->eps[i].priority > 0)
+                set(e, "priority", json_integer(c->eps[i].priority));
+            if (c->eps[i].draining)
+                set(e, "health", json_string("draining"));
+            json_array_append_new(a, e);
+        }
         set(o, "endpoints", a);
     }
     set(o, "protocol", json_string(protocols[c->protocol]));
@@ -262,9 +270,19 @@ char *xds__config_json(const struct xds_snapshot *s)
     set(o, "max_target_bytes", json_integer(s->max_target_bytes));
     SET_ARRAY(o, "listeners", listener_json, s->listeners, s->n_listeners);
     SET_ARRAY(o, "routes", route_json, s->routes, s->n_routes);
-    SET_ARRAY(o, "clusters", cluster_json, s->clusters, s->n_clusters);
+    json_t *cl = json_array();
+    for (uint32_t i = 0; i < s->n_clusters; i++)
+        json_array_append_new(cl, cluster_json(s->clusters[i]));
+    set(o, "clusters", cl);
     SET_ARRAY(o, "rollouts", rollout_json, s->rollouts, s->n_rollouts);
     SET_ARRAY(o, "discovery", discovery_json, s->discovery, s->n_discovery);
+    /* Only when there are some: the rendering of a file-only config stays a valid config. */
+    if (s->n_conflicts > 0) {
+        json_t *conflicts = json_array();
+        for (uint32_t i = 0; i < s->n_conflicts; i++)
+            json_array_append_new(conflicts, json_string(s->conflicts[i]));
+        set(o, "conflicts", conflicts);
+    }
     char *text = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
     if (text == NULL)

@@ -82,6 +82,9 @@ struct xds__cfg {
     unsigned n_errors;
     struct wr_sbuf path;
     struct xds_snapshot *s;
+    struct xds_cache *cache; /* NULL: no reuse */
+    char **cluster_keys;     /* per s->clusters entry: its cache key (NULL: not cacheable) */
+    unsigned nworkers;       /* per-worker slots of new clusters (0: none) */
 };
 
 /* Flags of the typed getters. */
@@ -123,10 +126,49 @@ bool xds__cfg_host_name(const char *s, size_t len);
 /* Checks <s> as an HTTP header field name (RFC 9110 token). */
 bool xds__cfg_token(const char *s);
 
+/* The number of workers the registry counts for (0 for NULL). */
+unsigned xds__reg_nworkers(const struct xds_stats_reg *r);
+
+/* ---- the merge of the file with the discovery views (xds_merge.c) ---- */
+
+/* One object to validate: where it comes from decides the name of its error lines
+ * ("<name>: <section>[<idx>].key: message"). */
+struct xds__item {
+    json_t *obj;      /* a reference */
+    const char *name; /* file name or view label, for error lines */
+    const char *section;
+    uint32_t idx;
+    uint8_t source;    /* enum xds_source */
+    bool filled;       /* a static template filled by a view */
+    const char *label; /* the source, for conflict lines */
+};
+
+struct xds__merged {
+    struct xds__item *clusters, *rollouts, *routes;
+    uint32_t n_clusters, n_rollouts, n_routes;
+    char **conflicts;
+    uint32_t n_conflicts;
+};
+
+void xds__merge(struct xds__cfg *c, json_t *root, const struct xds_view *views, unsigned n_views,
+                struct xds__merged *m);
+void xds__merged_free(struct xds__merged *m);
+
+/* Enters the error path of <it> (and its name); returns what xds__cfg_item_leave() needs. */
+struct xds__item_mark {
+    const char *name;
+    size_t mark;
+};
+struct xds__item_mark xds__cfg_item_enter(struct xds__cfg *c, const struct xds__item *it);
+void xds__cfg_item_leave(struct xds__cfg *c, struct xds__item_mark m);
+
 /* Parses the "clusters" array into c->s->clusters and builds c->s->cluster_index
  * (xds_config_cluster.c). A cluster whose settings are wrong keeps its name, so references to
  * it do not add "unknown cluster" errors. */
-void xds__cfg_clusters(struct xds__cfg *c, json_t *arr);
+void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32_t n);
+/* Once a build succeeded: the cache (if any) now holds exactly this build's clusters. */
+void xds__cfg_cluster_cache(struct xds__cfg *c);
+void xds__cluster_unref(struct xds_cluster *cl); /* NULL is a no-op */
 /* Links cluster and endpoint stats entries (only called for a valid config with a registry). */
 void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg);
 

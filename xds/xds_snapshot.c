@@ -129,7 +129,7 @@ const struct xds_cluster *xds_cluster_find(const struct xds_snapshot *s, const c
 {
     uint32_t i;
 
-    return xds__index_get(s->cluster_index, name, strlen(name), &i) ? &s->clusters[i] : NULL;
+    return xds__index_get(s->cluster_index, name, strlen(name), &i) ? s->clusters[i] : NULL;
 }
 
 const struct xds_rollout *xds_rollout_find(const struct xds_snapshot *s, const char *name)
@@ -163,29 +163,6 @@ static void free_listener(struct xds_listener *l)
         free(l->tls);
     }
     xds_counters_unref(l->stats);
-}
-
-static void free_cluster(struct xds_cluster *c)
-{
-    free(c->name);
-    free(c->hash_name);
-    for (uint32_t i = 0; c->eps != NULL && i < c->n_eps; i++) {
-        free(c->eps[i].address);
-        xds_ep_state_unref(c->eps[i].st);
-    }
-    free(c->eps);
-    free(c->hc.path);
-    free(c->hc.method);
-    free(c->hc.host);
-    free(c->hc.body_contains);
-    free(c->hc.expected);
-    free(c->hc.send);
-    free(c->hc.expect);
-    free(c->hc.service);
-    xds__tls_cluster_free(c);
-    free(c->tls.sni);
-    free(c->tls.ca_file);
-    xds_counters_unref(c->stats);
 }
 
 static void free_route(struct xds_route *r)
@@ -229,7 +206,10 @@ void xds__snapshot_free(struct xds_snapshot *s)
     for (uint32_t i = 0; s->routes != NULL && i < s->n_routes; i++)
         free_route(&s->routes[i]);
     for (uint32_t i = 0; s->clusters != NULL && i < s->n_clusters; i++)
-        free_cluster(&s->clusters[i]);
+        xds__cluster_unref(s->clusters[i]);
+    for (uint32_t i = 0; i < s->n_conflicts; i++)
+        free(s->conflicts[i]);
+    free(s->conflicts);
     for (uint32_t i = 0; s->rollouts != NULL && i < s->n_rollouts; i++) {
         free(s->rollouts[i].name);
         xds_counters_unref(s->rollouts[i].stats);
@@ -251,7 +231,7 @@ void xds__snapshot_free(struct xds_snapshot *s)
         explicit_bzero(s->admin_token, strlen(s->admin_token));
         free(s->admin_token);
     }
-    free(s->config_json);
+    free(s->config_json_);
     free(s);
 }
 
@@ -260,4 +240,11 @@ void xds_snapshot_unref(struct xds_snapshot *s)
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     xds__snapshot_free(s);
+}
+
+const char *xds_snapshot_config_json(struct xds_snapshot *s)
+{
+    if (s->config_json_ == NULL)
+        s->config_json_ = xds__config_json(s);
+    return s->config_json_;
 }

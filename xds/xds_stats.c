@@ -96,6 +96,11 @@ static void map_reserve(struct stats_map *m, bool is_ep)
         map_rebuild(m, is_ep, m->cap * 2, NULL, NULL);
 }
 
+unsigned xds__reg_nworkers(const struct xds_stats_reg *r)
+{
+    return r != NULL ? r->nworkers : 0;
+}
+
 struct xds_stats_reg *xds_stats_reg_new(unsigned nworkers)
 {
     struct xds_stats_reg *r = wr_xcalloc(1, sizeof(*r));

@@ -39,6 +39,11 @@ struct ing_admin_hooks {
     int64_t (*set_rollout)(void *arg, const char *name, unsigned green_weight, const char **err);
     /* The lowest snapshot version all workers serve (answer a change once it reached them). */
     uint64_t (*served_version)(void *arg);
+    /* Optional: true (with a static reason) when /ready must answer 503 although the state is
+     * READY (a discovery provider is stale or has not synced yet). */
+    bool (*not_ready)(void *arg, const char **why);
+    /* Optional: appends more metrics (discovery) to /metrics. */
+    void (*extra_metrics)(void *arg, struct wr_sbuf *b);
     void *arg;
 };
 

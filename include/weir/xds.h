@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include <weir/wr.h>
 
 struct xds_stats_reg;
@@ -198,9 +200,20 @@ struct xds_endpoint {
     char *address; /* "127.0.0.1:9001" / "[::1]:9001": as /clusters shows it */
     struct sockaddr_storage ss;
     unsigned sslen;
-    uint32_t weight; /* >= 1 */
+    uint32_t weight;   /* >= 1 */
+    uint32_t priority; /* 0 = first; a level serves only while all lower ones have no healthy
+                          endpoint (DNS SRV priorities; "priority" in the config) */
+    bool draining;     /* the source says so ("health": "draining", e.g. a terminating
+                          Kubernetes endpoint): no new requests */
     struct xds_ep_state *st;
 };
+
+/* A per-worker slot in a shared object: worker <i> alone creates and uses slots[i].p; whoever
+ * frees the object calls free_fn(p) (the object is then unreachable from every snapshot). */
+struct xds_wslot {
+    void *p;
+    void (*free_fn)(void *p);
+} __attribute__((aligned(16)));
 
 enum xds_hc_type {
     XDS_HC_NONE = 0,
@@ -237,9 +250,12 @@ struct xds_upstream_tls {
     void *ssl_ctx; /* SSL_CTX * (client side), built with the snapshot */
 };
 
+/* Clusters are shared between snapshots: a build reuses the cluster object of the previous one
+ * when its settings and endpoints are the same (so one endpoint change in a 1,000-service view
+ * builds one cluster), hence the reference count and no per-snapshot index. */
 struct xds_cluster {
+    _Atomic uint32_t refs;
     char *name;
-    uint32_t idx;      /* index in snapshot->clusters */
     uint8_t lb_policy; /* enum xds_lb_policy */
     uint8_t hash_on;   /* enum xds_hash_on */
     uint8_t protocol;  /* enum xds_protocol */
@@ -258,6 +274,10 @@ struct xds_cluster {
     struct xds_outlier outlier;
     struct xds_upstream_tls tls;
     struct xds_counters *stats; /* cluster counters: XDS_CS_* */
+    bool has_priorities;        /* some endpoint has priority > 0 */
+    /* The ingress workers' load-balancing state, one slot per worker (NULL for --check). */
+    struct xds_wslot *wslots;
+    unsigned n_wslots;
 };
 
 /* Cluster counters (struct xds_cluster.stats). */
@@ -391,16 +411,20 @@ struct xds_snapshot {
     uint32_t n_listeners;
     struct xds_route *routes; /* config order */
     uint32_t n_routes;
-    struct xds_cluster *clusters;
+    struct xds_cluster **clusters; /* shared objects (see struct xds_cluster) */
     uint32_t n_clusters;
     struct xds_rollout *rollouts;
     uint32_t n_rollouts;
     struct xds_vhost_index *vhosts; /* private */
-    char *config_json;              /* GET /config body (secrets redacted, "version" included) */
+    char *config_json_;             /* xds_snapshot_config_json()'s cache: use that function */
     struct xds_stats_reg *reg;
     struct xds_discovery *discovery; /* config order */
     uint32_t n_discovery;
     struct xds_name_index *cluster_index, *rollout_index; /* private: name lookups */
+    /* What the merge of the file with the discovery views dropped, one line each ("routes
+     * consul:web: host+path shop.example.com/ already served by static route shop"). */
+    char **conflicts;
+    uint32_t n_conflicts;
 };
 
 /* Loads and validates <path>, building a snapshot with <version>. On any error returns NULL
@@ -417,6 +441,42 @@ struct xds_snapshot *xds_config_load_ex(const char *path, const char *text, size
                                         char **text_out, struct xds_stats_reg *reg,
                                         uint64_t version, struct wr_sbuf *errors);
 
+/* ---- building from the file and the discovery views ---- */
+
+/* One provider's view (see include/weir/disc.h for its schema). */
+struct xds_view {
+    const char *label; /* for error lines and conflict reports: "consul:http://..." */
+    uint8_t source;    /* enum xds_source */
+    json_t *view;      /* borrowed */
+};
+
+/* Built clusters kept between builds (control thread only): a build reuses the cluster object
+ * of the previous build whose JSON, source and worker count are the same. */
+struct xds_cache;
+struct xds_cache *xds_cache_new(void);
+void xds_cache_free(struct xds_cache *c); /* NULL is a no-op */
+/* Forgets every entry (the next build re-reads CA files and re-validates everything). */
+void xds_cache_clear(struct xds_cache *c);
+
+struct xds_build_args {
+    const char *path; /* the config file (error lines, base folder of relative paths) */
+    const char *text; /* its text; NULL: read <path> */
+    size_t len;
+    char **text_out; /* when <text> is NULL and the build succeeds: the text read */
+    const struct xds_view *views;
+    unsigned n_views;
+    struct xds_stats_reg *reg; /* NULL: validation only */
+    uint64_t version;
+    struct xds_cache *cache; /* NULL: build every cluster */
+};
+
+/* Builds a snapshot from the file merged with the views (INTERFACES.md §2): view clusters fill
+ * templates of the same name or are added; a static cluster with endpoints wins over a
+ * discovered one; routes that would serve the same host+path (+headers) as an earlier source's
+ * (the file first, then the views in order) and objects whose name is taken are dropped and
+ * listed in s->conflicts. Errors as xds_config_load(), view errors named by the view label. */
+struct xds_snapshot *xds_config_build(const struct xds_build_args *a, struct wr_sbuf *errors);
+
 /* Sets the green weight of rollout <name> in <s>, which must not be published yet (it is the
  * only write to a snapshot after its build). Returns 0, or WR_EINVAL for an unknown name or a
  * weight over 100. */
@@ -426,6 +486,11 @@ int xds_rollout_set_weight(struct xds_snapshot *s, const char *name, uint32_t gr
 struct xds_snapshot *xds_config_parse(const char *text, size_t len, const char *name,
                                       struct xds_stats_reg *reg, uint64_t version,
                                       struct wr_sbuf *errors);
+
+/* The GET /config body (secrets redacted, "version" included), rendered on first use: a
+ * discovery update that swaps snapshots many times a second does not pay for a rendering
+ * nobody asks for. Control thread only. */
+const char *xds_snapshot_config_json(struct xds_snapshot *s);
 
 static inline struct xds_snapshot *xds_snapshot_ref(struct xds_snapshot *s)
 {

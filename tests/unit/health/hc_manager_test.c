@@ -206,8 +206,8 @@ static struct xds_snapshot *fx_load(struct fx *f, const char *fmt, ...)
 
 static struct xds_ep_state *ep(struct fx *f, uint32_t cluster, uint32_t i)
 {
-    ASSERT(cluster < f->s->n_clusters && i < f->s->clusters[cluster].n_eps);
-    return f->s->clusters[cluster].eps[i].st;
+    ASSERT(cluster < f->s->n_clusters && i < f->s->clusters[cluster]->n_eps);
+    return f->s->clusters[cluster]->eps[i].st;
 }
 
 static uint32_t flags(struct xds_ep_state *st)

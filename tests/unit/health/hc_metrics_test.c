@@ -40,7 +40,7 @@ TEST(endpoint_health_metrics)
 {
     struct xds_stats_reg *reg = xds_stats_reg_new(2);
     struct xds_snapshot *s = load(reg);
-    struct xds_endpoint *eps = s->clusters[0].eps;
+    struct xds_endpoint *eps = s->clusters[0]->eps;
 
     atomic_store(&eps[1].st->flags, XDS_EPF_UNHEALTHY);
     atomic_store(&eps[2].st->flags, XDS_EPF_EJECTED);

@@ -645,7 +645,7 @@ static void client_basic(struct fixture *f)
     r = request(port, "GET /config HTTP/1.1\r\nHost: a\r\n\r\n");
     ASSERT_EQ(r.status, 200);
     ASSERT(strstr(r.head, "\r\nContent-Type: application/json\r\n") != NULL);
-    ASSERT_STREQ(r.body, atomic_load(&f->snap)->config_json);
+    ASSERT_STREQ(r.body, xds_snapshot_config_json(atomic_load(&f->snap)));
     free(r.body);
 
     r = request(port, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -1274,7 +1274,7 @@ static void client_token(struct fixture *f)
            401, NULL);
     expect(port, "GET /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer\r\n\r\n", 401, NULL);
     expect(port, "GET /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token\r\n\r\n",
-           200, atomic_load(&f->snap)->config_json);
+           200, xds_snapshot_config_json(atomic_load(&f->snap)));
     expect(port, "GET /metrics HTTP/1.1\r\nHost: a\r\nauthorization: bearer s3cret-token\r\n\r\n",
            200, NULL);
     expect(port, "GET /nope HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token\r\n\r\n", 404,

@@ -365,6 +365,52 @@ TEST(draining_is_never_picked_even_in_panic)
     }
 }
 
+/* Priority levels: only the lowest level with a healthy endpoint serves; it fails over to the
+ * next level when its endpoints are all unhealthy, and back when one recovers. */
+TEST(priority_levels_fail_over_and_back)
+{
+    static const uint32_t w[] = {1, 3, 1, 1};
+    static const double lvl0[] = {0.25, 0.75, 0, 0};
+    static const double lvl1[] = {0, 0, 0.5, 0.5};
+
+    for (size_t p = 0; p < sizeof(all_policies); p++) {
+        struct fixture f;
+        uint32_t counts[MAX_EPS];
+
+        fx_init(&f, all_policies[p], w, 4);
+        f.eps[2].priority = f.eps[3].priority = 1;
+        f.c.has_priorities = true;
+        struct ing_lb *lb = ing_lb_new(&f.c);
+
+        run(&f, lb, counts, NPICKS);
+        check_shares(policy_name(all_policies[p]), counts, lvl0, 4, NPICKS, 2.0);
+        /* one of level 0 down: level 0 still serves (with its healthy endpoint) */
+        set_flags(&f, 1, XDS_EPF_UNHEALTHY);
+        run(&f, lb, counts, NPICKS);
+        ASSERT_EQ(counts[2] + counts[3], 0);
+        /* all of level 0 down: level 1 takes over */
+        set_flags(&f, 0, XDS_EPF_EJECTED);
+        run(&f, lb, counts, NPICKS);
+        check_shares(policy_name(all_policies[p]), counts, lvl1, 4, NPICKS, 2.0);
+        /* an endpoint of level 0 the source marks draining does not bring it back */
+        set_flags(&f, 1, 0);
+        f.eps[1].draining = true;
+        run(&f, lb, counts, NPICKS);
+        ASSERT_EQ(counts[0] + counts[1], 0);
+        /* it recovers: back to level 0 */
+        f.eps[1].draining = false;
+        run(&f, lb, counts, NPICKS);
+        ASSERT_EQ(counts[1], NPICKS);
+        /* nothing healthy anywhere: the lowest level not draining serves (panic) */
+        for (uint32_t i = 0; i < 4; i++)
+            set_flags(&f, i, XDS_EPF_UNHEALTHY);
+        run(&f, lb, counts, 1000);
+        ASSERT_EQ(counts[2] + counts[3], 0);
+        ing_lb_free(lb);
+        fx_dispose(&f);
+    }
+}
+
 /* Panic mode weighs healthy endpoints against those still serving: 2 healthy + 1 unhealthy +
  * 3 draining (a rolling update) is 2 of 3, not 2 of 6, so the unhealthy one stays out. */
 TEST(draining_endpoints_do_not_count_for_panic)

@@ -255,7 +255,7 @@ TEST(full_example_parses)
 
     ASSERT_EQ(s->n_clusters, 6);
     const struct xds_cluster *c = xds_cluster_find(s, "api");
-    ASSERT(c != NULL && c->idx == 0);
+    ASSERT(c != NULL && c == s->clusters[0]);
     ASSERT_EQ(c->n_eps, 2);
     ASSERT_EQ(c->total_weight, 4);
     ASSERT_STREQ(c->eps[1].address, "127.0.0.1:9002");
@@ -318,7 +318,7 @@ TEST(defaults_filled)
     ASSERT_EQ(r->max_body_bytes, 0);
     ASSERT(!r->redirect_https && !r->hsts.enabled);
 
-    const struct xds_cluster *c = &s->clusters[0];
+    const struct xds_cluster *c = s->clusters[0];
     ASSERT_STREQ(c->eps[0].address, "127.0.0.1:80");
     ASSERT_EQ(c->eps[0].weight, 1);
     ASSERT_EQ(c->lb_policy, XDS_LB_ROUND_ROBIN);
@@ -352,8 +352,8 @@ TEST(defaults_filled)
 
     /* No outlier_detection: off; no health_check: none. */
     s = ok_body("'clusters': [{'name': 'c', 'endpoints': []}]");
-    ASSERT(!s->clusters[0].outlier.enabled);
-    ASSERT_EQ(s->clusters[0].hc.type, XDS_HC_NONE);
+    ASSERT(!s->clusters[0]->outlier.enabled);
+    ASSERT_EQ(s->clusters[0]->hc.type, XDS_HC_NONE);
     ASSERT_EQ(s->n_routes, 0);
     xds_snapshot_unref(s);
 }
@@ -639,8 +639,8 @@ TEST(addresses)
     struct xds_snapshot *s =
         ok_body("'clusters': [{'name': 'c', 'endpoints': [{'address': '[0:0::1]:8080', "
                 "'weight': 10000}]}]");
-    ASSERT_STREQ(s->clusters[0].eps[0].address, "[::1]:8080");
-    ASSERT_EQ(s->clusters[0].total_weight, 10000);
+    ASSERT_STREQ(s->clusters[0]->eps[0].address, "[::1]:8080");
+    ASSERT_EQ(s->clusters[0]->total_weight, 10000);
     xds_snapshot_unref(s);
 }
 
@@ -755,12 +755,12 @@ TEST(ring_hash)
                 "{'name': 'b', 'lb_policy': 'ring_hash', 'hash_on': {'header': 'X-User'}},"
                 "{'name': 'c', 'lb_policy': 'ring_hash', 'hash_on': {'cookie': 'Sess'}},"
                 "{'name': 'd', 'lb_policy': 'random'}]");
-    ASSERT_EQ(s->clusters[0].hash_on, XDS_HASH_SOURCE_IP);
-    ASSERT_EQ(s->clusters[1].hash_on, XDS_HASH_HEADER);
-    ASSERT_STREQ(s->clusters[1].hash_name, "x-user");
-    ASSERT_EQ(s->clusters[2].hash_on, XDS_HASH_COOKIE);
-    ASSERT_STREQ(s->clusters[2].hash_name, "Sess");
-    ASSERT_EQ(s->clusters[3].lb_policy, XDS_LB_RANDOM);
+    ASSERT_EQ(s->clusters[0]->hash_on, XDS_HASH_SOURCE_IP);
+    ASSERT_EQ(s->clusters[1]->hash_on, XDS_HASH_HEADER);
+    ASSERT_STREQ(s->clusters[1]->hash_name, "x-user");
+    ASSERT_EQ(s->clusters[2]->hash_on, XDS_HASH_COOKIE);
+    ASSERT_STREQ(s->clusters[2]->hash_name, "Sess");
+    ASSERT_EQ(s->clusters[3]->lb_policy, XDS_LB_RANDOM);
     xds_snapshot_unref(s);
 }
 
@@ -783,16 +783,16 @@ TEST(cluster_options)
         ok_body("'clusters': [{'name': 'a', 'protocol': 'h2'}, {'name': 'b', 'protocol': 'h2c', "
                 "'max_idle': 0, 'retries': 0, 'connect_timeout_ms': 50, 'idle_timeout_ms': 70},"
                 "{'name': 'c', 'tls': {'sni': 'up.example', 'verify': false}}]");
-    ASSERT_EQ(s->clusters[0].protocol, XDS_PROTO_H2);
-    ASSERT(s->clusters[0].tls.enabled && s->clusters[0].tls.verify);
-    ASSERT(!s->clusters[1].tls.enabled);
-    ASSERT_EQ(s->clusters[1].max_idle, 0);
-    ASSERT_EQ(s->clusters[1].retries, 0);
-    ASSERT_EQ(s->clusters[1].connect_timeout_ms, 50);
-    ASSERT_EQ(s->clusters[1].idle_timeout_ms, 70);
-    ASSERT(s->clusters[2].tls.enabled && !s->clusters[2].tls.verify);
-    ASSERT_STREQ(s->clusters[2].tls.sni, "up.example");
-    ASSERT(s->clusters[0].is_template);
+    ASSERT_EQ(s->clusters[0]->protocol, XDS_PROTO_H2);
+    ASSERT(s->clusters[0]->tls.enabled && s->clusters[0]->tls.verify);
+    ASSERT(!s->clusters[1]->tls.enabled);
+    ASSERT_EQ(s->clusters[1]->max_idle, 0);
+    ASSERT_EQ(s->clusters[1]->retries, 0);
+    ASSERT_EQ(s->clusters[1]->connect_timeout_ms, 50);
+    ASSERT_EQ(s->clusters[1]->idle_timeout_ms, 70);
+    ASSERT(s->clusters[2]->tls.enabled && !s->clusters[2]->tls.verify);
+    ASSERT_STREQ(s->clusters[2]->tls.sni, "up.example");
+    ASSERT(s->clusters[0]->is_template);
     xds_snapshot_unref(s);
 }
 
@@ -827,7 +827,7 @@ TEST(health_checks)
         "'tls': true}},"
         "{'name': 'b', 'health_check': {'type': 'tcp', 'send': 'PING', 'expect': 'PONG'}},"
         "{'name': 'c', 'health_check': {'type': 'grpc'}}]");
-    const struct xds_health_check *h = &s->clusters[0].hc;
+    const struct xds_health_check *h = &s->clusters[0]->hc;
     ASSERT_STREQ(h->method, "HEAD");
     ASSERT_STREQ(h->host, "h.example");
     ASSERT_EQ(h->n_expected, 2);
@@ -837,10 +837,10 @@ TEST(health_checks)
     ASSERT_EQ(h->interval_ms, 100);
     ASSERT_EQ(h->unhealthy_interval_ms, 50);
     ASSERT(!h->initial_healthy && h->tls);
-    ASSERT_STREQ(s->clusters[1].hc.send, "PING");
-    ASSERT_STREQ(s->clusters[1].hc.expect, "PONG");
-    ASSERT_EQ(s->clusters[2].hc.type, XDS_HC_GRPC);
-    ASSERT_STREQ(s->clusters[2].hc.service, "");
+    ASSERT_STREQ(s->clusters[1]->hc.send, "PING");
+    ASSERT_STREQ(s->clusters[1]->hc.expect, "PONG");
+    ASSERT_EQ(s->clusters[2]->hc.type, XDS_HC_GRPC);
+    ASSERT_STREQ(s->clusters[2]->hc.service, "");
     xds_snapshot_unref(s);
 }
 
@@ -909,22 +909,22 @@ TEST(config_json)
     struct xds_snapshot *s = parse_with(json, NULL, &e);
 
     ASSERT(s != NULL);
-    ASSERT(s->config_json != NULL);
-    ASSERT(strstr(s->config_json, "\"version\": \"7\"") != NULL);
-    ASSERT(strstr(s->config_json, "s3cr3t") == NULL);
-    ASSERT(strstr(s->config_json, "/token\"") != NULL);
-    ASSERT(strstr(s->config_json, "\"[::1]:80\"") != NULL);
-    ASSERT(strstr(s->config_json, "\"timeout_ms\": 15000") != NULL);
-    ASSERT(strstr(s->config_json, "\"panic_percent\": 50") != NULL);
+    ASSERT(xds_snapshot_config_json(s) != NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "\"version\": \"7\"") != NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "s3cr3t") == NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "/token\"") != NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "\"[::1]:80\"") != NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "\"timeout_ms\": 15000") != NULL);
+    ASSERT(strstr(xds_snapshot_config_json(s), "\"panic_percent\": 50") != NULL);
     /* The rendered config is itself a valid config once "version" is dropped. */
-    char *copy = wr_xstrdup(s->config_json);
+    char *copy = wr_xstrdup(xds_snapshot_config_json(s));
     char *v = strstr(copy, "\"version\"");
     memset(v, ' ', strlen("\"version\": \"7\","));
     struct xds_snapshot *again = xds_config_parse(copy, strlen(copy), "dump", NULL, 8, &e);
     if (again == NULL)
         FAIL("%s", e.p);
-    ASSERT(again->clusters[1].is_template);
-    ASSERT(strstr(again->config_json, "\"version\": \"8\"") != NULL);
+    ASSERT(again->clusters[1]->is_template);
+    ASSERT(strstr(xds_snapshot_config_json(again), "\"version\": \"8\"") != NULL);
     xds_snapshot_unref(again);
     free(copy);
     xds_snapshot_unref(s);
@@ -984,10 +984,10 @@ TEST(stats_linked_with_registry)
     ASSERT(s->listeners[0].stats != NULL);
     ASSERT_STREQ(s->listeners[0].stats->key, "listener|web");
     ASSERT_EQ(s->listeners[0].stats->ncounters, 2);
-    ASSERT_STREQ(s->clusters[0].stats->key, "cluster|c");
-    ASSERT_EQ(s->clusters[0].stats->ncounters, XDS_CS_COUNT);
-    ASSERT_STREQ(s->clusters[0].eps[0].st->key, "c|127.0.0.1:1");
-    ASSERT_EQ(s->clusters[0].eps[0].st->nworkers, 2);
+    ASSERT_STREQ(s->clusters[0]->stats->key, "cluster|c");
+    ASSERT_EQ(s->clusters[0]->stats->ncounters, XDS_CS_COUNT);
+    ASSERT_STREQ(s->clusters[0]->eps[0].st->key, "c|127.0.0.1:1");
+    ASSERT_EQ(s->clusters[0]->eps[0].st->nworkers, 2);
     ASSERT_STREQ(s->rollouts[0].stats->key, "rollout|ro");
     ASSERT_EQ(s->rollouts[0].stats->ncounters, 10);
     ASSERT_STREQ(s->routes[0].wc[0].stats->key, "rc|r|c");
@@ -1001,7 +1001,7 @@ TEST(stats_linked_with_registry)
     s = parse_with("{" LISTENER ", 'clusters': [{'name': 'c', 'endpoints': [{'address': "
                    "'127.0.0.1:1'}]}], 'routes': [{'name': 'r', 'cluster': 'c'}]}",
                    NULL, &e);
-    ASSERT(s->listeners[0].stats == NULL && s->clusters[0].eps[0].st == NULL);
+    ASSERT(s->listeners[0].stats == NULL && s->clusters[0]->eps[0].st == NULL);
     ASSERT(s->routes[0].hist == NULL && s->routes[0].wc[0].stats == NULL);
     xds_snapshot_unref(s);
     xds_stats_reg_free(reg);

@@ -223,7 +223,7 @@ TEST(snapshots_share_and_release_entries)
     struct xds_stats_reg *reg = xds_stats_reg_new(2);
     struct xds_snapshot *s1 =
         load(reg, "{\"address\": \"127.0.0.1:1\"}, {\"address\": \"127.0.0.1:2\"}", 1);
-    struct xds_ep_state *st1 = s1->clusters[0].eps[0].st;
+    struct xds_ep_state *st1 = s1->clusters[0]->eps[0].st;
 
     ASSERT_EQ(refs_ep(st1), 2);
     atomic_store(&st1->flags, XDS_EPF_UNHEALTHY);
@@ -232,13 +232,13 @@ TEST(snapshots_share_and_release_entries)
 
     /* Reload without the second endpoint: the first keeps its state. */
     struct xds_snapshot *s2 = load(reg, "{\"address\": \"127.0.0.1:1\"}", 2);
-    ASSERT(s2->clusters[0].eps[0].st == st1);
+    ASSERT(s2->clusters[0]->eps[0].st == st1);
     ASSERT_EQ(refs_ep(st1), 3);
     ASSERT_EQ(atomic_load(&st1->flags), XDS_EPF_UNHEALTHY);
-    ASSERT_EQ(xds_ctr_get(&s2->clusters[0].eps[0].st->w[0].requests), 5);
+    ASSERT_EQ(xds_ctr_get(&s2->clusters[0]->eps[0].st->w[0].requests), 5);
     ASSERT(s2->routes[0].hist == s1->routes[0].hist);
     ASSERT_EQ(xds_counters_sum(s2->routes[0].hist, XDS_HIST_BUCKETS + 1), 1);
-    struct xds_ep_state *gone = xds_ep_state_ref(s1->clusters[0].eps[1].st);
+    struct xds_ep_state *gone = xds_ep_state_ref(s1->clusters[0]->eps[1].st);
 
     xds_snapshot_ref(s1);
     xds_snapshot_unref(s1); /* still held once */

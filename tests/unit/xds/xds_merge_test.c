@@ -1,0 +1,245 @@
+/* tests/unit/xds/xds_merge_test.c -- the file merged with discovery views (xds/xds_merge.c)
+ * and the cluster cache that makes an update cost what changed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include <weir/wr.h>
+#include <weir/xds.h>
+
+#include "test.h"
+
+#define BASE                                                                                       \
+    "{\"listeners\": [{\"name\": \"web\", \"address\": \"127.0.0.1:18999\"}],"                     \
+    " \"admin\": {\"address\": \"127.0.0.1:18998\"}"
+
+static json_t *jv(const char *text)
+{
+    json_error_t e;
+    json_t *v = json_loads(text, 0, &e);
+    if (v == NULL) {
+        fprintf(stderr, "bad test JSON: %s: %s\n", e.text, text);
+        abort();
+    }
+    return v;
+}
+
+static struct xds_snapshot *build(const char *file, struct xds_view *views, unsigned n,
+                                  struct xds_stats_reg *reg, struct xds_cache *cache,
+                                  struct wr_sbuf *errors)
+{
+    struct xds_build_args a = {.path = "weir.json",
+                               .text = file,
+                               .len = strlen(file),
+                               .views = views,
+                               .n_views = n,
+                               .reg = reg,
+                               .version = 1,
+                               .cache = cache};
+    return xds_config_build(&a, errors);
+}
+
+static bool has_conflict(const struct xds_snapshot *s, const char *needle)
+{
+    for (uint32_t i = 0; i < s->n_conflicts; i++)
+        if (strstr(s->conflicts[i], needle) != NULL)
+            return true;
+    return false;
+}
+
+TEST(view_adds_clusters_routes_rollouts)
+{
+    json_t *v = jv("{\"clusters\": [{\"name\": \"consul:a\", \"endpoints\": [{\"address\": "
+                   "\"127.0.0.1:1\"}]}, {\"name\": \"consul:b\", \"endpoints\": []}],"
+                   " \"rollouts\": [{\"name\": \"consul:web\", \"blue\": \"consul:a\", \"green\": "
+                   "\"consul:b\", \"green_weight\": 30}],"
+                   " \"routes\": [{\"name\": \"consul:web\", \"match\": {\"host\": \"w.test\"},"
+                   " \"rollout\": \"consul:web\"}]}");
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = v}};
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(BASE "}", views, 1, NULL, NULL, &e);
+
+    if (s == NULL)
+        FAIL("%s", e.p);
+    ASSERT_EQ(s->n_clusters, 2);
+    ASSERT_EQ(s->clusters[0]->source, XDS_SRC_CONSUL);
+    ASSERT_EQ(xds_rollout_find(s, "consul:web")->green_weight, 30);
+    ASSERT_EQ(s->n_routes, 1);
+    ASSERT_EQ(s->n_conflicts, 0);
+    xds_snapshot_unref(s);
+    json_decref(v);
+    wr_sbuf_dispose(&e);
+}
+
+TEST(template_filled_static_wins)
+{
+    const char *file =
+        BASE ", \"clusters\": [{\"name\": \"tpl\", \"panic_percent\": 7},"
+             " {\"name\": \"st\", \"endpoints\": [{\"address\": \"127.0.0.1:2\"}]}]}";
+    json_t *v = jv("{\"clusters\": [{\"name\": \"tpl\", \"panic_percent\": 80, \"endpoints\": "
+                   "[{\"address\": \"127.0.0.1:3\", \"priority\": 1}]},"
+                   " {\"name\": \"st\", \"endpoints\": [{\"address\": \"127.0.0.1:4\"}]}]}");
+    json_t *v2 = jv("{\"clusters\": [{\"name\": \"tpl\", \"endpoints\": []}]}");
+    struct xds_view views[] = {{.label = "dns_srv:a", .source = XDS_SRC_DNS_SRV, .view = v},
+                               {.label = "file:b", .source = XDS_SRC_FILE, .view = v2}};
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(file, views, 2, NULL, NULL, &e);
+
+    if (s == NULL)
+        FAIL("%s", e.p);
+    const struct xds_cluster *t = xds_cluster_find(s, "tpl");
+    ASSERT_EQ(t->source, XDS_SRC_DNS_SRV);
+    ASSERT_EQ(t->panic_percent, 7); /* the template's settings win */
+    ASSERT_EQ(t->n_eps, 1);
+    ASSERT_EQ(t->eps[0].priority, 1);
+    ASSERT(t->has_priorities);
+    const struct xds_cluster *st = xds_cluster_find(s, "st");
+    ASSERT_EQ(st->source, XDS_SRC_STATIC);
+    ASSERT_STREQ(st->eps[0].address, "127.0.0.1:2");
+    ASSERT(has_conflict(s, "cluster st of dns_srv:a"));
+    ASSERT(has_conflict(s, "cluster tpl of file:b: already defined by dns_srv:a"));
+    ASSERT_EQ(s->n_conflicts, 2);
+    xds_snapshot_unref(s);
+    json_decref(v);
+    json_decref(v2);
+    wr_sbuf_dispose(&e);
+}
+
+TEST(route_conflicts_between_sources_only)
+{
+    const char *file = BASE ", \"clusters\": [{\"name\": \"c\", \"endpoints\": []}],"
+                            " \"routes\": [{\"name\": \"r1\", \"match\": {\"host\": \"A.test\","
+                            " \"path_prefix\": \"/\"}, \"cluster\": \"c\"},"
+                            " {\"name\": \"r2\", \"match\": {\"host\": \"a.test\", \"path_prefix\":"
+                            " \"/\"}, \"cluster\": \"c\"}]}";
+    json_t *v = jv("{\"routes\": [{\"name\": \"k1\", \"match\": {\"host\": \"a.test\","
+                   " \"path_prefix\": \"/\"}, \"cluster\": \"c\"},"
+                   " {\"name\": \"k2\", \"match\": {\"host\": \"b.test\"}, \"cluster\": \"c\"},"
+                   " {\"name\": \"k3\", \"match\": {\"host\": \"b.test\"}, \"cluster\": \"c\"},"
+                   " {\"name\": \"r1\", \"match\": {\"host\": \"c.test\"}, \"cluster\": \"c\"}]}");
+    struct xds_view views[] = {{.label = "kubernetes:x", .source = XDS_SRC_KUBERNETES, .view = v}};
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(file, views, 1, NULL, NULL, &e);
+
+    if (s == NULL)
+        FAIL("%s", e.p);
+    /* r1 and r2 of the file overlap: allowed. k1 overlaps the file: dropped. k2/k3 overlap
+     * each other within one source: allowed. r1 of the view: name taken. */
+    ASSERT_EQ(s->n_routes, 4);
+    ASSERT(has_conflict(s, "route k1 of kubernetes:x"));
+    ASSERT(has_conflict(s, "route r1 of kubernetes:x: the name is taken by the file"));
+    ASSERT_EQ(s->n_conflicts, 2);
+    xds_snapshot_unref(s);
+    json_decref(v);
+    wr_sbuf_dispose(&e);
+}
+
+TEST(view_errors_named_by_label)
+{
+    json_t *v = jv("{\"clusters\": [{\"name\": \"x\", \"lb_policy\": \"nope\"}],"
+                   " \"routes\": 5}");
+    struct xds_view views[] = {{.label = "consul:z", .source = XDS_SRC_CONSUL, .view = v}};
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(BASE "}", views, 1, NULL, NULL, &e);
+
+    ASSERT(s == NULL);
+    ASSERT(strstr(e.p, "consul:z: clusters[0].lb_policy:") != NULL);
+    ASSERT(strstr(e.p, "consul:z: routes: must be an array") != NULL);
+    json_decref(v);
+    wr_sbuf_dispose(&e);
+}
+
+/* A view of <n> services with <eps> endpoints each; service <bump> gets a different port on
+ * its first endpoint. */
+static json_t *big_view(unsigned n, unsigned eps, int bump)
+{
+    json_t *clusters = json_array(), *routes = json_array();
+
+    for (unsigned i = 0; i < n; i++) {
+        json_t *ea = json_array();
+        for (unsigned j = 0; j < eps; j++) {
+            char addr[64];
+            snprintf(addr, sizeof(addr), "10.%u.%u.%u:%u", i / 250, i % 250, j + 1,
+                     (int)i == bump && j == 0 ? 9090 : 8080);
+            json_array_append_new(ea, json_pack("{s:s}", "address", addr));
+        }
+        char name[32], host[64];
+        snprintf(name, sizeof(name), "consul:s%u", i);
+        snprintf(host, sizeof(host), "s%u.test", i);
+        json_array_append_new(clusters, json_pack("{s:s, s:o}", "name", name, "endpoints", ea));
+        json_array_append_new(routes, json_pack("{s:s, s:{s:s}, s:s}", "name", name, "match",
+                                                "host", host, "cluster", name));
+    }
+    return json_pack("{s:o, s:o}", "clusters", clusters, "routes", routes);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+TEST(cache_reuses_unchanged_clusters)
+{
+    struct xds_stats_reg *reg = xds_stats_reg_new(2);
+    struct xds_cache *cache = xds_cache_new();
+    json_t *v1 = big_view(1000, 10, -1), *v2 = big_view(1000, 10, 500);
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = v1}};
+    struct wr_sbuf e = {0};
+
+    double t0 = now_ms();
+    struct xds_snapshot *s1 = build(BASE "}", views, 1, reg, cache, &e);
+    double t1 = now_ms();
+    if (s1 == NULL)
+        FAIL("%s", e.p);
+    ASSERT(s1->clusters[0]->wslots != NULL && s1->clusters[0]->n_wslots == 2);
+    views[0].view = v2;
+    struct xds_snapshot *s2 = build(BASE "}", views, 1, reg, cache, &e);
+    double t2 = now_ms();
+    if (s2 == NULL)
+        FAIL("%s", e.p);
+    fprintf(stderr, "1,000 services x 10 endpoints: first build %.1f ms, one change %.1f ms\n",
+            t1 - t0, t2 - t1);
+    unsigned same = 0;
+    for (uint32_t i = 0; i < 1000; i++)
+        same += s1->clusters[i] == s2->clusters[i];
+    ASSERT_EQ(same, 999);
+    ASSERT(s1->clusters[500] != s2->clusters[500]);
+    /* the endpoint that did not change keeps its shared state entry */
+    ASSERT(s1->clusters[500]->eps[1].st == s2->clusters[500]->eps[1].st);
+    /* the old snapshot going away leaves the shared clusters alive in the new one */
+    xds_snapshot_unref(s1);
+    ASSERT_STREQ(s2->clusters[0]->name, "consul:s0");
+    /* a cache clear (SIGHUP) builds everything again */
+    xds_cache_clear(cache);
+    struct xds_snapshot *s3 = build(BASE "}", views, 1, reg, cache, &e);
+    ASSERT(s3 != NULL && s3->clusters[0] != s2->clusters[0]);
+    xds_snapshot_unref(s2);
+    xds_snapshot_unref(s3);
+    xds_cache_free(cache);
+    json_decref(v1);
+    json_decref(v2);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    wr_sbuf_dispose(&e);
+}
+
+TEST(endpoint_priority_and_health_keys)
+{
+    const char *file = BASE ", \"clusters\": [{\"name\": \"c\", \"endpoints\": ["
+                            "{\"address\": \"127.0.0.1:1\", \"priority\": 2, \"health\": "
+                            "\"draining\"}, {\"address\": \"127.0.0.1:2\", \"health\": \"sick\"},"
+                            " {\"address\": \"127.0.0.1:3\", \"priority\": 128}]}]}";
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(file, NULL, 0, NULL, NULL, &e);
+
+    ASSERT(s == NULL);
+    ASSERT(strstr(e.p, "clusters[0].endpoints[1].health: must be \"healthy\" or \"draining\"") !=
+           NULL);
+    ASSERT(strstr(e.p, "clusters[0].endpoints[2].priority:") != NULL);
+    wr_sbuf_dispose(&e);
+}
