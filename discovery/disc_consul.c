@@ -16,12 +16,12 @@
  * unchanged index (a misbehaving agent) stretch that gap exponentially up to 10 s.
  *
  * Failures. An error of one query (a 403 on one service, an answer that does not parse) backs
- * that watch off on its own schedule. An error that says Consul itself is unreachable (no
- * connection, a timeout, a 5xx or 429) parks the watch instead: while Consul is down a single
- * probe, the oldest parked watch, retries on the provider's back-off (disc__backoff_next()),
- * rather than every watch hammering an agent on its way back up. The first answer from Consul
- * wakes the parked watches, each after its own short back-off, so they come back spread out.
- * Nothing is published meanwhile: the last good view stays.
+ * that watch off on its own schedule. An error that concerns every query alike (no connection,
+ * a timeout, a 5xx or 429, a 403 "ACL not found" for the token) parks the watch instead: while
+ * Consul is down a single probe, the oldest parked watch, retries on the provider's back-off
+ * (disc__backoff_next()), rather than every watch hammering an agent on its way back up. The first
+ * answer from Consul wakes the parked watches, each after its own short back-off, so they come back
+ * spread out. Nothing is published meanwhile: the last good view stays.
  *
  * Publishing. Answers only change the provider's tables; a change arms a FLUSH_MS timer that
  * renders and publishes the whole view, so the answers that arrive together make one view. The
@@ -62,6 +62,7 @@ static uint64_t now_ms(void)
 
 static void watch_query(struct consul_watch *w, bool probe);
 static void on_svc_closed(uv_handle_t *h);
+static void on_probe(uv_timer_t *t);
 
 static struct consul_svc *svc_of(struct consul_watch *w)
 {
@@ -291,6 +292,8 @@ static void token_refresh(struct consul *c)
     free(c->token);
     c->token = tok;
     retry_failed(c);
+    if (c->agent_down && !wr_list_empty(&c->parked)) /* parked by a refused token: try now */
+        uv_timer_start(&c->probe_timer, on_probe, 0, 0);
 }
 
 static void on_token_timer(uv_timer_t *t)
@@ -497,19 +500,36 @@ static void on_watch_done(void *arg, const struct disc_http_result *res)
     w->req = NULL;
     w->state = CW_IDLE;
     if (res->curl_code != CURLE_OK) {
-        watch_failed(
-            w, res->curl_code == CURLE_OPERATION_TIMEDOUT ? DISC_ERR_TIMEOUT : DISC_ERR_CONNECT,
-            true, "%s: %s: %s", c->base, what, res->error);
+        /* Consul-wide, so the message names no query: a thousand watches failing together
+         * then log one line. curl's detail is kept where it helps (TLS) and dropped where it
+         * varies from one query to the next ("after 3 ms"). */
+        int cc = res->curl_code;
+        bool tls = cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_PEER_FAILED_VERIFICATION ||
+                   cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_CACERT_BADFILE ||
+                   cc == CURLE_SSL_CIPHER || cc == CURLE_SSL_ISSUER_ERROR;
+        watch_failed(w, cc == CURLE_OPERATION_TIMEDOUT ? DISC_ERR_TIMEOUT : DISC_ERR_CONNECT, true,
+                     "cannot reach Consul: %s", tls ? res->error : curl_easy_strerror(cc));
         return;
     }
     bool kv_none = w->kind == CW_KV && res->status == 404;
     if (res->status != 200 && !kv_none) {
         bool auth = res->status == 401 || res->status == 403;
+        char body[160];
+        snprintf(body, sizeof(body), "%.*s", (int)WR_MIN(res->body_len, sizeof(body) - 1),
+                 res->body);
+        for (char *q = body; *q; q++)
+            if (*q == '\n' || *q == '\r')
+                *q = ' ';
         if (auth)
             token_refresh(c);
-        watch_failed(w, auth ? DISC_ERR_AUTH : DISC_ERR_HTTP,
-                     !auth && (res->status == 429 || res->status >= 500), "%s: HTTP %ld: %.200s",
-                     what, res->status, res->body);
+        if (auth && strstr(body, "ACL not found") != NULL) /* the token itself: every query */
+            watch_failed(w, DISC_ERR_AUTH, true, "Consul does not know the ACL token: HTTP %ld: %s",
+                         res->status, body);
+        else if (!auth && (res->status == 429 || res->status >= 500))
+            watch_failed(w, DISC_ERR_HTTP, true, "Consul answers HTTP %ld: %s", res->status, body);
+        else
+            watch_failed(w, auth ? DISC_ERR_AUTH : DISC_ERR_HTTP, false, "%s: HTTP %ld: %s", what,
+                         res->status, body);
         return;
     }
     if (!w->hdr_has_index) {

@@ -73,7 +73,8 @@ struct consul_svc {
     struct consul_watch w;
     struct consul_ep *eps;
     uint32_t n_eps;
-    bool mark; /* reconcile(): still wanted */
+    bool shown;   /* consul__render(): its cluster is in the view */
+    uint8_t mark; /* reconcile(): M_EXPOSE and/or M_COLOUR this time (0: not wanted) */
 };
 
 struct consul {

@@ -712,6 +712,18 @@ static bool colour_ready(const struct consul *c, const char *name)
     return s != NULL && s->w.answered;
 }
 
+/* The rollout of exposed service <s> that can be applied, or NULL. */
+static const struct consul_rollout *active_rollout(const struct consul *c,
+                                                   const struct consul_svc *s)
+{
+    const struct consul_rollout *ro = consul__rollout_find(c, s->name);
+
+    if (ro == NULL || !s->exposed || !s->w.answered || !colour_ready(c, ro->blue) ||
+        !colour_ready(c, ro->green))
+        return NULL;
+    return ro;
+}
+
 json_t *consul__render(struct consul *c)
 {
     struct consul_svc **v = wr_xcalloc(c->n_svcs + 1, sizeof(*v));
@@ -719,19 +731,31 @@ json_t *consul__render(struct consul *c)
     json_t *clusters = json_array(), *routes = json_array(), *rollouts = json_array();
 
     for (uint32_t b = 0; b < c->n_buckets; b++)
-        for (struct consul_svc *s = c->buckets[b]; s != NULL; s = s->next)
+        for (struct consul_svc *s = c->buckets[b]; s != NULL; s = s->next) {
+            s->shown = s->w.answered && s->exposed;
             if (s->w.answered && (s->exposed || s->in_rollout))
                 v[n++] = s;
+        }
+    /* A blue or green that is not exposed itself shows only with an applied rollout, so the
+     * rollout appears in one view, not one colour at a time. */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct consul_rollout *ro = active_rollout(c, v[i]);
+        if (ro != NULL) {
+            consul__svc_find(c, ro->blue)->shown = true;
+            consul__svc_find(c, ro->green)->shown = true;
+        }
+    }
     qsort(v, n, sizeof(*v), cmp_svc);
     for (uint32_t i = 0; i < n; i++) {
+        if (!v[i]->shown)
+            continue;
         json_array_append_new(clusters, render_cluster(v[i]));
         if (!v[i]->exposed)
             continue;
-        const struct consul_rollout *ro = consul__rollout_find(c, v[i]->name);
-        bool rollout = ro != NULL && colour_ready(c, ro->blue) && colour_ready(c, ro->green);
-        if (rollout)
+        const struct consul_rollout *ro = active_rollout(c, v[i]);
+        if (ro != NULL)
             json_array_append_new(rollouts, render_rollout(ro));
-        render_routes(routes, v[i], rollout);
+        render_routes(routes, v[i], ro != NULL);
     }
     free(v);
     return json_pack("{s:o, s:o, s:o}", "clusters", clusters, "routes", routes, "rollouts",

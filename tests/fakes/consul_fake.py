@@ -27,8 +27,10 @@ writes get 403 "Permission denied", like a default-deny agent; a "read" token ma
 
 Faults for tests: stop() closes the port (connection refused) and resets open connections;
 start() opens it again; pause() holds every answer until resume(); fail(status, body) answers
-everything with that error; rewind(index) restores an "older snapshot": every index drops to
-at most <index> and blocked queries return at once, as after a Consul snapshot restore.
+everything with that error; `blocking = False` answers blocking queries at once with an
+unchanged index (a misbehaving agent); rewind(index) restores an "older snapshot": every
+index drops to at most <index> and blocked queries return at once, as after a Consul snapshot
+restore.
 
 Use it in-process (thread-safe):
 
@@ -114,6 +116,7 @@ class FakeConsul:
         self.tokens = dict(tokens) if tokens is not None else None
         self.datacenter = datacenter
         self.jitter = jitter
+        self.blocking = True  # False: a broken agent that answers at once, ignoring `index`
         self._lock = threading.Lock()
         self._conds = {}  # topic -> Condition on _lock
         self._index = 10
@@ -570,6 +573,9 @@ class _Handler(BaseHTTPRequestHandler):
         if f._stopped:
             self.close_connection = True
             return
+        fail = f._failure
+        if fail is not None and status < 400:  # an answer held by a blocking query, too
+            status, body, index, ctype, filtered = fail[0], fail[1], None, "text/plain", False
         if not isinstance(body, bytes):
             body = (json.dumps(body) if ctype == "application/json" else str(body)).encode()
         try:
@@ -637,7 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, "Invalid wait time", ctype="text/plain")
             return False
-        if min_index <= 0:
+        if min_index <= 0 or not f.blocking:
             return True
         wait = min(wait, MAX_WAIT)
         if f.jitter:
