@@ -52,6 +52,8 @@
 #define TOKEN_CHECK_MS     1000
 #define HTTP_MARGIN_MS     5000 /* over wait + wait/16 */
 #define CONNECT_TIMEOUT_MS 5000
+#define FETCH_TIMEOUT_MS   15000 /* a query that does not block */
+#define MAX_FETCHES        64    /* queries that do not block, out at once */
 
 enum { M_EXPOSE = 1, M_COLOUR = 2 };
 
@@ -88,17 +90,18 @@ static void on_flush(uv_timer_t *t)
     if (!c->dirty || c->closing)
         return;
     c->dirty = false;
+    uint64_t t0 = wr_mono_ns();
     json_t *view = consul__render(c);
     /* Some changes do not show (a rollout whose green has not answered yet): publish only a
-     * view that differs from the last one. The render is deterministic, so its text is. */
-    char *text = json_dumps(view, JSON_COMPACT);
-    uint64_t hash = text ? wr_hash64(text, strlen(text), 0) : 0;
-    free(text);
-    if (hash != 0 && hash == c->last_view_hash) {
+     * view that differs from the last one. */
+    if (c->last_view != NULL && consul__same_view(view, c->last_view)) {
         json_decref(view);
         return;
     }
-    c->last_view_hash = hash;
+    json_decref(c->last_view);
+    c->last_view = json_incref(view);
+    wr_debug("discovery[%u] %s: view rendered in %.2f ms", c->p->index, c->p->label,
+             (double)(wr_mono_ns() - t0) / 1e6);
     disc__publish(c->p, view);
 }
 
@@ -161,8 +164,8 @@ static void on_probe(uv_timer_t *t)
         c->agent_down = false;
         return;
     }
-    struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, parked);
-    wr_list_remove(&w->parked);
+    struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, link);
+    wr_list_remove(&w->link);
     w->state = CW_IDLE;
     watch_query(w, true);
 }
@@ -174,9 +177,9 @@ static void watch_park(struct consul_watch *w)
 
     w->state = CW_PARKED;
     if (w->kind == CW_CATALOG) /* the cheapest and most telling probe */
-        wr_list_insert_head(&c->parked, &w->parked);
+        wr_list_insert_head(&c->parked, &w->link);
     else
-        wr_list_insert_tail(&c->parked, &w->parked);
+        wr_list_insert_tail(&c->parked, &w->link);
     if (!uv_is_active((uv_handle_t *)&c->probe_timer))
         uv_timer_start(&c->probe_timer, on_probe, disc__backoff_next(c->p), 0);
 }
@@ -190,8 +193,8 @@ static void agent_up(struct consul *c)
     disc__backoff_reset(c->p);
     uv_timer_stop(&c->probe_timer);
     while (!wr_list_empty(&c->parked)) {
-        struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, parked);
-        wr_list_remove(&w->parked);
+        struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, link);
+        wr_list_remove(&w->link);
         watch_wait(w, w->backoff_ms > 0 ? w->backoff_ms : MIN_INTERVAL_MS);
     }
 }
@@ -367,6 +370,11 @@ static void watch_query(struct consul_watch *w, bool probe)
             return;
         }
     }
+    if (w->index == 0 && !probe && c->fetching >= MAX_FETCHES) {
+        w->state = CW_QUEUED;
+        wr_list_insert_tail(&c->queued, &w->link);
+        return;
+    }
     char *url = watch_url(w);
     struct disc_http_opts o = {
         .url = url,
@@ -374,7 +382,8 @@ static void watch_query(struct consul_watch *w, bool probe)
         .token_header = "X-Consul-Token",
         .ca_file = c->p->cfg.ca_file,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
-        .timeout_ms = (w->index > 0 ? c->wait_ms + c->wait_ms / 16 : 0) + HTTP_MARGIN_MS,
+        .timeout_ms =
+            w->index > 0 ? c->wait_ms + c->wait_ms / 16 + HTTP_MARGIN_MS : FETCH_TIMEOUT_MS,
         .on_header = on_watch_header,
         .on_done = on_watch_done,
         .arg = w,
@@ -391,6 +400,19 @@ static void watch_query(struct consul_watch *w, bool probe)
         return;
     }
     w->state = CW_INFLIGHT;
+    w->fetching = w->index == 0;
+    c->fetching += w->fetching;
+}
+
+/* Sends the queued queries that now have a place. */
+static void fetch_next(struct consul *c)
+{
+    while (c->fetching < MAX_FETCHES && !wr_list_empty(&c->queued) && !c->closing) {
+        struct consul_watch *w = WR_CONTAINER_OF(c->queued.next, struct consul_watch, link);
+        wr_list_remove(&w->link);
+        w->state = CW_IDLE;
+        watch_query(w, false);
+    }
 }
 
 /* ---- answers ----------------------------------------------------------------------------------
@@ -486,19 +508,17 @@ static int on_health(struct consul_svc *s, const char *body, size_t len, char **
     consul__eps_free(s->eps, s->n_eps);
     s->eps = eps;
     s->n_eps = n;
+    consul__svc_forget(s, true, false);
     mark_dirty(c);
     return 0;
 }
 
-static void on_watch_done(void *arg, const struct disc_http_result *res)
+static void watch_done(struct consul_watch *w, const struct disc_http_result *res)
 {
-    struct consul_watch *w = arg;
     struct consul *c = w->c;
     char nb[300], *err = NULL;
     const char *what = watch_name(w, nb, sizeof(nb));
 
-    w->req = NULL;
-    w->state = CW_IDLE;
     if (res->curl_code != CURLE_OK) {
         /* Consul-wide, so the message names no query: a thousand watches failing together
          * then log one line. curl's detail is kept where it helps (TLS) and dropped where it
@@ -564,6 +584,21 @@ static void on_watch_done(void *arg, const struct disc_http_result *res)
     watch_kick(w);
 }
 
+static void on_watch_done(void *arg, const struct disc_http_result *res)
+{
+    struct consul_watch *w = arg;
+    struct consul *c = w->c;
+
+    w->req = NULL;
+    w->state = CW_IDLE;
+    if (w->fetching) {
+        w->fetching = false;
+        c->fetching--;
+    }
+    watch_done(w, res);
+    fetch_next(c);
+}
+
 /* ---- services ----------------------------------------------------------------------------------
  */
 
@@ -577,7 +612,7 @@ static struct consul_svc *svc_get(struct consul *c, const char *name)
     s->name = wr_xstrdup(name);
     s->w.c = c;
     s->w.kind = CW_HEALTH;
-    wr_list_init(&s->w.parked);
+    wr_list_init(&s->w.link);
     uv_timer_init(c->p->loop, &s->w.timer);
     s->w.timer.data = &s->w;
     c->open_handles++;
@@ -590,8 +625,12 @@ static void svc_unwatch(struct consul *c, struct consul_svc *s)
 {
     disc_http_cancel(s->w.req);
     s->w.req = NULL;
+    if (s->w.fetching) {
+        s->w.fetching = false;
+        c->fetching--;
+    }
     uv_timer_stop(&s->w.timer);
-    wr_list_remove(&s->w.parked);
+    wr_list_remove(&s->w.link);
     s->w.state = CW_IDLE;
     s->w.answered = s->w.attempted = s->w.failing = false;
     s->w.index = 0;
@@ -600,10 +639,12 @@ static void svc_unwatch(struct consul *c, struct consul_svc *s)
     consul__eps_free(s->eps, s->n_eps);
     s->eps = NULL;
     s->n_eps = 0;
+    consul__svc_forget(s, true, true);
 }
 
 static void svc_free(struct consul_svc *s)
 {
+    consul__svc_forget(s, true, true);
     consul__tags_dispose(&s->tags);
     consul__eps_free(s->eps, s->n_eps);
     free(s->problem);
@@ -656,6 +697,8 @@ static bool svc_update_tags(struct consul *c, struct consul_svc *s, bool want_ex
     free(problem);
     bool exposed = want_expose && ok && nt.expose;
     bool changed = exposed != s->exposed || !consul__tags_equal(&nt, &s->tags);
+    if (changed)
+        consul__svc_forget(s, true, true);
     consul__tags_dispose(&s->tags);
     s->tags = nt;
     s->exposed = exposed;
@@ -713,6 +756,7 @@ static void reconcile(struct consul *c)
     }
     if (changed)
         mark_dirty(c);
+    fetch_next(c);
 }
 
 /* ---- the provider --------------------------------------------------------------------------- */
@@ -722,6 +766,7 @@ static void consul_free(struct consul *c)
     struct disc_provider *p = c->p;
 
     json_decref(c->catalog_json);
+    json_decref(c->last_view);
     consul__rollouts_free(c->rollouts, c->n_rollouts);
     free(c->buckets);
     free(c->kv_problems);
@@ -801,9 +846,10 @@ static int consul_init(struct disc_provider *p)
     c->catalog.c = c->kv.c = c;
     c->catalog.kind = CW_CATALOG;
     c->kv.kind = CW_KV;
-    wr_list_init(&c->catalog.parked);
-    wr_list_init(&c->kv.parked);
+    wr_list_init(&c->catalog.link);
+    wr_list_init(&c->kv.link);
     wr_list_init(&c->parked);
+    wr_list_init(&c->queued);
     p->impl = c;
     return 0;
 }

@@ -413,6 +413,10 @@ static void set_options(struct disc_http_req *r, const struct disc_http_opts *o)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
     if (o->method != NULL && strcmp(o->method, "HEAD") == 0)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    /* Over TLS the server may speak HTTP/2: let a burst of requests wait to share the first
+     * connection rather than each open its own (Consul's agent limits connections per client). */
+    if (strncmp(o->url, "https://", 8) == 0)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     if (o->ca_file != NULL)
         curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
     if (o->cert_file != NULL)

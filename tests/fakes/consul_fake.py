@@ -123,6 +123,8 @@ class FakeConsul:
         self._abandon = 0  # bumped by rewind(): blocked queries return at once
         self._nodes = {}  # name -> {"ID", "Address", "CreateIndex", "ModifyIndex", "serf": status}
         self._instances = {}  # (node, service id) -> _Instance
+        self._by_name = {}  # service name -> {(node, service id)}
+        self._cache = {}  # (what, name, passing) -> (state key, encoded answer)
         self._svc_index = {}  # service name -> index of its last change (kept after removal)
         self._catalog_index = 1
         self._kv = {}  # key -> {"Value": bytes, "Flags", "CreateIndex", "ModifyIndex", "LockIndex"}
@@ -251,6 +253,29 @@ class FakeConsul:
 
     # ---- catalog writes -----------------------------------------------------------------------
 
+    def _unindex(self, name, key):
+        keys = self._by_name.get(name)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_name[name]
+
+    def _of(self, name):
+        return sorted((self._instances[k] for k in self._by_name.get(name, ())),
+                      key=lambda i: (i.node, i.id))
+
+    def _cached(self, what, name, passing, build):
+        """An encoded answer, built again only when anything changed since (any index)."""
+        state = (self._index, self._abandon)
+        hit = self._cache.get((what, name, passing))
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        body = json.dumps(build()).encode()
+        if len(self._cache) > 100000:
+            self._cache.clear()
+        self._cache[(what, name, passing)] = (state, body)
+        return body
+
     def _touch_service(self, name, idx):
         self._svc_index[name] = idx
         self._catalog_index = idx
@@ -277,8 +302,12 @@ class FakeConsul:
         if inst is None:
             inst = _Instance(node, sid, service, tags, address, port, weights, meta, idx)
             self._instances[(node, sid)] = inst
+            self._by_name.setdefault(service, set()).add((node, sid))
         else:
             old_name = inst.name
+            if old_name != service:
+                self._unindex(old_name, (node, sid))
+                self._by_name.setdefault(service, set()).add((node, sid))
             inst.name, inst.tags, inst.address, inst.port = service, list(tags), address, port
             inst.weights = dict(weights or {"Passing": 1, "Warning": 1})
             inst.meta = dict(meta or {})
@@ -325,6 +354,7 @@ class FakeConsul:
             inst = self._instances.pop((node, id), None)
             if inst is None:
                 return False
+            self._unindex(inst.name, (node, id))
             self._touch_service(inst.name, self._bump())
             return True
 
@@ -332,7 +362,9 @@ class FakeConsul:
         with self._lock:
             idx = self._bump()
             for key in [k for k in self._instances if k[0] == node]:
-                self._touch_service(self._instances.pop(key).name, idx)
+                inst = self._instances.pop(key)
+                self._unindex(inst.name, key)
+                self._touch_service(inst.name, idx)
             self._nodes.pop(node, None)
 
     def set_check(self, id, status, node="node1"):
@@ -442,8 +474,7 @@ class FakeConsul:
 
     def _health(self, name, passing):
         out = []
-        for inst in sorted((i for i in self._instances.values() if i.name == name),
-                           key=lambda i: (i.node, i.id)):
+        for inst in self._of(name):
             checks = self._instance_checks(inst)
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
@@ -453,8 +484,7 @@ class FakeConsul:
 
     def _catalog_service(self, name):
         out = []
-        for inst in sorted((i for i in self._instances.values() if i.name == name),
-                           key=lambda i: (i.node, i.id)):
+        for inst in self._of(name):
             n = self._nodes[inst.node]
             s = inst.service_json()
             out.append({"ID": n["ID"], "Node": inst.node, "Address": n["Address"],
@@ -713,7 +743,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._blocking(lambda: f._catalog_index, "catalog"):
                 return
             with f._lock:
-                body, idx = ({} if filtered else f._catalog_services()), f._catalog_index
+                body = b"{}" if filtered else f._cached("catalog", "", False,
+                                                        f._catalog_services)
+                idx = f._catalog_index
             self._send(200, body, max(idx, 1), filtered=filtered)
         elif p.startswith("/v1/health/service/") or p.startswith("/v1/catalog/service/"):
             health = p.startswith("/v1/health/")
@@ -723,13 +755,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self._blocking(lambda: f._health_index(name), "health:" + name):
                 return
+            passing = "passing" in self._query
             with f._lock:
                 if filtered:
-                    body = []
+                    body = b"[]"
                 elif health:
-                    body = f._health(name, "passing" in self._query)
+                    body = f._cached("health", name, passing, lambda: f._health(name, passing))
                 else:
-                    body = f._catalog_service(name)
+                    body = f._cached("service", name, False, lambda: f._catalog_service(name))
                 idx = f._health_index(name)
             self._send(200, body, max(idx, 1), filtered=filtered)
         elif p.startswith("/v1/kv/"):

@@ -275,5 +275,19 @@ TEST(render)
     ASSERT_STREQ(text, "{\"name\":\"consul:shop\",\"blue\":\"consul:blue\",\"green\":"
                        "\"consul:green\",\"green_weight\":30,\"sticky\":true}");
     free(text);
+    /* unchanged services bring the same objects: the next view is the same view */
+    json_t *again = consul__render(&c);
+    ASSERT(consul__same_view(again, v));
+    json_decref(again);
+    /* a change that is forgotten and rendered again is a different view */
+    free(shop->eps[0].address);
+    shop->eps[0].address = strdup("10.0.0.9:80");
+    consul__svc_forget(shop, true, false);
+    again = consul__render(&c);
+    ASSERT(!consul__same_view(again, v));
+    text = json_dumps(json_array_get(json_object_get(again, "clusters"), 3), JSON_COMPACT);
+    ASSERT(strstr(text, "10.0.0.9:80") != NULL);
+    free(text);
+    json_decref(again);
     json_decref(v);
 }
