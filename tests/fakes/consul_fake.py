@@ -42,7 +42,7 @@ Use it in-process (thread-safe):
 or as a program, with a control API on a second port (POST /_fake/METHOD, JSON keyword
 arguments, JSON answer), for tools in other languages:
 
-    consul_fake.py --port 8500 --control-port 8501 [--token T]
+    consul_fake.py --port 8500 --control-port 8501 [--token T] [--tls CERT KEY]
 """
 
 import base64
@@ -50,6 +50,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -110,8 +111,10 @@ class _Instance:
 
 
 class FakeConsul:
-    def __init__(self, host="127.0.0.1", port=0, tokens=None, datacenter="dc1", jitter=True):
+    def __init__(self, host="127.0.0.1", port=0, tokens=None, datacenter="dc1", jitter=True,
+                 tls=None):
         self.host, self.port = host, port
+        self.tls = tls  # (cert_file, key_file): serve HTTPS
         # token -> "read" | "write"; None: ACLs disabled (everything allowed)
         self.tokens = dict(tokens) if tokens is not None else None
         self.datacenter = datacenter
@@ -148,7 +151,7 @@ class FakeConsul:
 
     @property
     def url(self):
-        return "http://" + self.address
+        return ("https://" if self.tls else "http://") + self.address
 
     def start(self):
         """Opens the port (again after stop(): the same port)."""
@@ -159,12 +162,21 @@ class FakeConsul:
             allow_reuse_address = True
             request_queue_size = 4096
 
+            def handle_error(self, request, client_address):
+                pass  # a client that went away (weir timing out, a failed TLS handshake)
+
         class Handler(_Handler):
             pass
 
         Handler.fake = fake
         self._server = Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            # the handshake runs in the connection's thread (setup()), not in the accept loop
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
         self._stopped = False
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -584,6 +596,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (OSError, ssl.SSLError):
+                pass  # handle() then sees a dead connection
+            self.request.settimeout(None)
         super().setup()
         with self.fake._lock:
             self.fake._conns.add(self.connection)
@@ -891,11 +910,14 @@ def main():
     ap.add_argument("--control-port", type=int, default=0)
     ap.add_argument("--token", action="append", help="a token with write access (repeatable)")
     ap.add_argument("--no-jitter", action="store_true")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     a = ap.parse_args()
     tokens = {t: "write" for t in a.token} if a.token else None
-    f = FakeConsul(a.host, a.port, tokens=tokens, jitter=not a.no_jitter).start()
+    f = FakeConsul(a.host, a.port, tokens=tokens, jitter=not a.no_jitter,
+                   tls=tuple(a.tls) if a.tls else None).start()
     cport = f.start_control(a.control_port)
-    print(json.dumps({"address": f.address, "control": "%s:%d" % (a.host, cport)}), flush=True)
+    print(json.dumps({"address": f.address, "url": f.url, "control": "%s:%d" % (a.host, cport)}),
+          flush=True)
     signal.sigwait([signal.SIGINT, signal.SIGTERM])
     f.close()
 

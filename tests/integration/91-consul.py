@@ -343,6 +343,42 @@ def test_health_path_tag_adds_check():
              what="a checked healthy")
 
 
+def test_tls_with_ca_file():
+    d = tmpdir()
+    crt, key = make_cert(d, "consul.test")
+    f = fake(tls=(crt, key))
+    add(f, "web", A)
+    w = consul_weir(f, ca_file=crt)
+    check(f.url.startswith("https://"))
+    check_eq(origin_of(w), (200, "a"))
+    add(f, "web", B)
+    wait_for(lambda: "b" in origins_seen(w, 6), timeout=5, what="a change over TLS")
+
+
+def test_tls_with_wrong_ca_is_refused():
+    d = tmpdir()
+    crt, key = make_cert(d, "consul.test")
+    other, _ = make_cert(d, "other.test")
+    f = fake(tls=(crt, key))
+    add(f, "web", A)
+    w = consul_weir(f, wait_ready=False, ca_file=other)
+    wait_for(lambda: discovery_errors(w).get("connect", 0) >= 1, timeout=10, what="TLS error")
+    check_eq(w.admin("GET", "/ready").status, 503, "ready with an unverified Consul")
+    check("certificate" in w.log(), "the TLS error detail was not logged")
+
+
+def test_datacenter_parameter():
+    f = fake()
+    add(f, "web", A)
+    w = consul_weir(f, datacenter="dc1")
+    check_eq(origin_of(w), (200, "a"))
+    check(all(r["query"].get("dc") == "dc1" for r in f.requests if r["path"].startswith("/v1/")),
+          "a query without dc=dc1")
+    w2 = consul_weir(f, wait_ready=False, datacenter="elsewhere")  # Consul: 500 No path to dc
+    wait_for(lambda: discovery_errors(w2).get("http", 0) >= 1, timeout=10, what="500 counted")
+    check("No path to datacenter" in w2.log())
+
+
 def test_keepalive_connection_survives_changes():
     f = fake()
     add(f, "web", A)
