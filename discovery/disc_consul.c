@@ -218,6 +218,8 @@ static void watch_failed(struct consul_watch *w, enum disc_reason reason, bool a
     maybe_synced(c);
     uint32_t delay = disc__backoff_step(c->p, &w->backoff_ms);
     if (agent_level) {
+        if (!c->agent_down)
+            c->down_since_ms = now_ms();
         c->agent_down = true;
         watch_park(w);
     } else
@@ -579,7 +581,10 @@ static void watch_done(struct consul_watch *w, const struct disc_http_result *re
     w->failing = false;
     w->backoff_ms = 0;
     disc__touch(c->p);
-    agent_up(c);
+    /* Only a query sent since Consul failed proves it works again: an older blocking query
+     * may still end well (its wait ran out) while new ones are refused. */
+    if (w->started_ms >= c->down_since_ms)
+        agent_up(c);
     maybe_synced(c);
     watch_kick(w);
 }

@@ -110,6 +110,7 @@ struct consul {
     uint32_t n_buckets, n_svcs;
     /* outage handling: see disc_consul.c */
     bool agent_down;
+    uint64_t down_since_ms; /* when agent_down was last set */
     struct wr_list parked;
     struct wr_list queued; /* watches waiting to send a query that does not block */
     unsigned fetching;     /* such queries out */

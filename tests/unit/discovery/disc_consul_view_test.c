@@ -290,4 +290,14 @@ TEST(render)
     free(text);
     json_decref(again);
     json_decref(v);
+    for (uint32_t b = 0; b < c.n_buckets; b++)
+        for (struct consul_svc *s = c.buckets[b], *next; s != NULL; s = next) {
+            next = s->next;
+            consul__svc_forget(s, true, true);
+            consul__tags_dispose(&s->tags);
+            consul__eps_free(s->eps, s->n_eps);
+            free(s->name);
+            free(s);
+        }
+    free(c.buckets);
 }
