@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """The Consul provider with the real weir against the fake Consul agent (tests/fakes/):
 services exposed by tags become routable, instance and check changes reach traffic (the
-latency is printed), KV rollouts split traffic and move with KV writes, an outage keeps the
-routes serving and converges after, an index that goes backwards, an agent that does not
-block, ACL tokens (required, wrong, rotated), and a bad tag that only skips its service."""
+latency is printed), KV rollouts split traffic and move with KV writes, an outage (refused,
+hung, 5xx) keeps the routes serving and converges after, an index that goes backwards, an
+agent that does not block, ACL tokens (required, wrong, rotated), TLS, the datacenter, IPv6
+and node addresses, staleness, and a bad tag that only skips its service."""
 
 import os
 import sys
@@ -40,8 +41,7 @@ def fake(**kw):
 
 
 def hp(origin):
-    host, port = origin.address.rsplit(":", 1)
-    return host, int(port)
+    return origin.host, origin.port
 
 
 def add(f, service, origin, id=None, tags=("weir.expose=true",), node="node1", **kw):
@@ -380,6 +380,34 @@ def test_datacenter_parameter():
     w2 = consul_weir(f, wait_ready=False, datacenter="elsewhere")  # Consul: 500 No path to dc
     wait_for(lambda: discovery_errors(w2).get("http", 0) >= 1, timeout=10, what="500 counted")
     check("No path to datacenter" in w2.log())
+
+
+def test_ipv6_instances_and_node_address():
+    v6 = Origin("v6", host="::1").start()
+    f = fake()
+    host, port = hp(v6)
+    f.register("web", id="web-v6", address=host, port=port, tags=["weir.expose=true"])
+    # no service address: the node's address is used
+    f.register("web", id="web-node", node="node2", node_address=A.host, address="",
+               port=A.port, tags=["weir.expose=true"])
+    w = consul_weir(f)
+    eps = sorted(e["address"] for e in clusters_by_name(w)["consul:web"]["endpoints"])
+    check_eq(eps, sorted(["[::1]:%d" % port, A.address]), "endpoints")
+    wait_for(lambda: set(origins_seen(w, 6)) == {"v6", "a"}, timeout=5, what="both serving")
+
+
+def test_quiet_consul_is_not_stale_but_a_silent_one_is():
+    f = fake()
+    add(f, "web", A)
+    w = consul_weir(f, wait_ms=1000, stale_after_ms=2500)
+    time.sleep(4)  # nothing changes: blocking queries come back empty-handed every second
+    check_eq(w.admin("GET", "/ready").status, 200, "ready while Consul answers")
+    f.stop()
+    wait_for(lambda: w.admin("GET", "/ready").status == 503, timeout=10,
+             what="not ready once Consul stopped answering")
+    check_eq(origin_of(w), (200, "a"), "the routes still serve")
+    f.start()
+    wait_for(lambda: w.admin("GET", "/ready").status == 200, timeout=40, what="ready again")
 
 
 def test_keepalive_connection_survives_changes():
