@@ -5,6 +5,7 @@
  * Watches. Everything is a blocking query (developer.hashicorp.com/consul/api-docs/features/
  * blocking) kept going by a struct consul_watch:
  *   - /v1/catalog/services: which services exist and their tags; its answers start and stop
+ *     the health watches (reconcile());
  *   - /v1/health/service/NAME?passing, one per exposed service and per blue/green service of a
  *     KV rollout;
  *   - /v1/kv/weir/rollouts/?recurse: the rollouts.
@@ -13,15 +14,17 @@
  * details" are in consul__next_index(): an index that goes backwards restarts the loop from 0,
  * and an index below 1 is used as 1. The loop is rate-limited rather than slept: queries of one
  * watch start at least MIN_INTERVAL_MS apart, and answers that come back at once with an
- * unchanged index (a misbehaving agent) stretch that gap exponentially up to 10 s.
+ * unchanged index (a misbehaving agent) stretch that gap exponentially up to 10 s. Queries that
+ * do not block (first reads) are at most MAX_FETCHES out at once; the others wait in c->queued.
  *
  * Failures. An error of one query (a 403 on one service, an answer that does not parse) backs
  * that watch off on its own schedule. An error that concerns every query alike (no connection,
  * a timeout, a 5xx or 429, a 403 "ACL not found" for the token) parks the watch instead: while
  * Consul is down a single probe, the oldest parked watch, retries on the provider's back-off
- * (disc__backoff_next()), rather than every watch hammering an agent on its way back up. The first
- * answer from Consul wakes the parked watches, each after its own short back-off, so they come back
- * spread out. Nothing is published meanwhile: the last good view stays.
+ * (disc__backoff_next()), rather than every watch hammering an agent on its way back up. The
+ * first answer to a query sent since the failure wakes the parked watches, each after a random
+ * part of its own back-off, so they come back spread out. Nothing is published meanwhile: the
+ * last good view stays.
  *
  * Publishing. Answers only change the provider's tables; a change arms a FLUSH_MS timer that
  * renders and publishes the whole view, so the answers that arrive together make one view. The
@@ -184,7 +187,8 @@ static void watch_park(struct consul_watch *w)
         uv_timer_start(&c->probe_timer, on_probe, disc__backoff_next(c->p), 0);
 }
 
-/* Consul answered: the parked watches go again, each after its own back-off. */
+/* Consul answered: the parked watches go again, each after a random part of its own back-off,
+ * so that they do not all arrive in the same instant. */
 static void agent_up(struct consul *c)
 {
     if (!c->agent_down)
@@ -195,7 +199,8 @@ static void agent_up(struct consul *c)
     while (!wr_list_empty(&c->parked)) {
         struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, link);
         wr_list_remove(&w->link);
-        watch_wait(w, w->backoff_ms > 0 ? w->backoff_ms : MIN_INTERVAL_MS);
+        uint64_t spread = WR_MAX(w->backoff_ms, 250u);
+        watch_wait(w, MIN_INTERVAL_MS + wr_rand_next(&c->p->rng) % spread);
     }
 }
 
@@ -246,8 +251,7 @@ static void retry_failed(struct consul *c)
             }
 }
 
-/* ---- the ACL token ----------------------------------------------------------------------------
- */
+/* ---- the ACL token -------------------------------------------------------------------------- */
 
 static void token_problem(struct consul *c, const char *msg)
 {
