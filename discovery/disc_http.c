@@ -276,11 +276,14 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) {
-            curl_multi_assign(h->multi, fd, NULL);
+            if (!h->closing) /* no multi call while curl_multi_cleanup() runs */
+                curl_multi_assign(h->multi, fd, NULL);
             sock_close(s);
         }
         return 0;
     }
+    if (h->closing)
+        return -1; /* nothing new once closing */
     if (s == NULL) {
         s = wr_xcalloc(1, sizeof(*s));
         int rc = uv_poll_init_socket(h->loop, &s->poll, fd);
