@@ -263,22 +263,25 @@ static struct disc_http *client(void)
     return h;
 }
 
-static void on_run_for(uv_timer_t *t)
+static void on_run_for_closed(uv_handle_t *h)
 {
-    *(int *)t->data = 1;
-    uv_close((uv_handle_t *)t, NULL);
+    *(int *)h->data = 1;
 }
 
-/* Runs the loop for <ms> whatever happens. */
+static void on_run_for(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, on_run_for_closed);
+}
+
+/* Runs the loop for <ms> whatever happens (the timer is closed when this returns). */
 static void run_for(uint64_t ms)
 {
-    static uv_timer_t t;
-    static int fired;
-    fired = 0;
+    uv_timer_t t;
+    int closed = 0;
     uv_timer_init(&loop, &t);
-    t.data = &fired;
+    t.data = &closed;
     uv_timer_start(&t, on_run_for, ms, 0);
-    while (!fired)
+    while (!closed)
         uv_run(&loop, UV_RUN_ONCE);
 }
 
