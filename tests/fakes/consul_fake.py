@@ -45,6 +45,7 @@ arguments, JSON answer), for tools in other languages:
     consul_fake.py --port 8500 --control-port 8501 [--token T] [--tls CERT KEY]
 """
 
+import _thread
 import base64
 import json
 import random
@@ -164,6 +165,12 @@ class FakeConsul:
 
             def handle_error(self, request, client_address):
                 pass  # a client that went away (weir timing out, a failed TLS handshake)
+
+            def process_request(self, request, client_address):
+                # ThreadingMixIn's Thread.start() waits for the new thread to run, which takes
+                # a GIL hand-off (up to 5 ms on a busy machine): that would cap the accept loop
+                # at ~200 connections a second, and weir opens one per watched service.
+                _thread.start_new_thread(self.process_request_thread, (request, client_address))
 
         class Handler(_Handler):
             pass
@@ -590,6 +597,9 @@ class FakeConsul:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Go's net/http (Consul) sets TCP_NODELAY; without it, the body written after the head
+    # waits for the client's delayed ACK (40 ms) on every answer.
+    disable_nagle_algorithm = True
     fake = None  # set per server
 
     def log_message(self, *a):
