@@ -400,7 +400,9 @@ bool ing__disc_waiting(struct ing_server *srv, const char **why)
         if (d->slots[i].p == NULL)
             continue;
         disc_provider_status(d->slots[i].p, &st);
-        if (st.updates == 0) {
+        /* Delivered is not enough: until it is built and published (or rejected), traffic
+         * would still meet the snapshot without it. */
+        if (st.updates == 0 || (d->slots[i].view == NULL && d->slots[i].rejected == NULL)) {
             *why = "waiting for the first view of a discovery provider";
             return true;
         }
