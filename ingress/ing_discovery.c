@@ -59,6 +59,8 @@ static char *settings_key(const struct xds_discovery *d)
     add_str(&b, d->ingress_class);
     for (uint32_t i = 0; i < d->n_namespaces; i++)
         add_str(&b, d->namespaces[i]);
+    add_str(&b, d->publish_address);
+    add_str(&b, d->publish_service);
     return b.p;
 }
 
