@@ -203,14 +203,41 @@ static void parse_alpn(struct xds__cfg *c, json_t *o, struct xds_listener_tls *t
     xds__cfg_leave(c, mark);
 }
 
+/* The cache key of a listener's TLS: its settings and every view certificate. */
+static char *tls_key(struct xds__cfg *c, json_t *o)
+{
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    uint64_t h = 0x9e3779b97f4a7c15ull;
+
+    for (uint32_t i = 0; c->merged != NULL && i < c->merged->n_certs; i++) {
+        const struct xds__vcert *v = &c->merged->certs[i];
+        char *hosts = json_dumps(v->hosts, JSON_COMPACT);
+        h = wr_hash64(hosts, strlen(hosts), h);
+        h = wr_hash64(v->cert_pem, strlen(v->cert_pem), h);
+        h = wr_hash64(v->key_pem, strlen(v->key_pem), h);
+        free(hosts);
+    }
+    char *key = wr_xasprintf("%s|%u|%016llx", text ? text : "", c->merged ? c->merged->n_certs : 0,
+                             (unsigned long long)h);
+    free(text);
+    return key;
+}
+
 static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listener *l)
 {
     const char *const keys[] = {"certificates", "alpn", "min_version", NULL};
     const char *const cert_keys[] = {"cert_file", "key_file", NULL};
-    struct xds_listener_tls *t = wr_xcalloc(1, sizeof(*t));
+    struct xds_listener_tls *t;
     bool ok;
     char *minv = NULL;
+    char *key = c->cache != NULL ? tls_key(c, o) : NULL;
 
+    if (key != NULL && (l->tls = xds__cache_tls_get(c->cache, key)) != NULL) {
+        free(key);
+        return;
+    }
+    t = wr_xcalloc(1, sizeof(*t));
+    atomic_init(&t->refs, 1);
     l->tls = t;
     unsigned errors_before = c->n_errors;
     xds__cfg_keys(c, o, keys);
@@ -238,6 +265,9 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
     /* Load the certificates only when their settings are valid: one error per mistake. */
     if (c->n_errors == errors_before)
         xds__tls_listener_build(c, t);
+    if (key != NULL && c->n_errors == errors_before)
+        xds__cache_tls_put(c->cache, key, t);
+    free(key);
 }
 
 static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -803,18 +833,20 @@ static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, const struct
     c->s = s;
     xds__cfg_keys(c, root, keys);
     parse_process(c, root);
-    parse_listeners(c, root);
     /* type checks of the file's own arrays (the merge skips what is not an array) */
     xds__cfg_arr(c, root, "clusters", 0, &ok);
     xds__cfg_arr(c, root, "rollouts", 0, &ok);
     xds__cfg_arr(c, root, "routes", 0, &ok);
     xds__merge(c, root, a->views, a->n_views, &merged);
+    c->merged = &merged;
     c->nworkers = xds__reg_nworkers(reg);
     c->cache = reg != NULL ? a->cache : NULL;
+    parse_listeners(c, root);
     xds__cfg_clusters(c, merged.clusters, merged.n_clusters);
     parse_rollouts(c, &merged);
     parse_routes(c, &merged);
     parse_discovery(c, root);
+    c->merged = NULL;
     s->conflicts = merged.conflicts;
     s->n_conflicts = merged.n_conflicts;
     merged.conflicts = NULL;

@@ -462,7 +462,51 @@ struct xds_cache {
     } * ents;
 
     uint32_t n;
+
+    struct tls_ent {
+        char *key;
+        struct xds_listener_tls *t; /* a reference */
+    } * tls;
+
+    uint32_t n_tls;
 };
+
+struct xds_listener_tls *xds__cache_tls_get(struct xds_cache *c, const char *key)
+{
+    for (uint32_t i = 0; c != NULL && i < c->n_tls; i++) {
+        if (strcmp(c->tls[i].key, key) == 0) {
+            atomic_fetch_add_explicit(&c->tls[i].t->refs, 1, memory_order_relaxed);
+            return c->tls[i].t;
+        }
+    }
+    return NULL;
+}
+
+void xds__cache_tls_put(struct xds_cache *c, const char *key, struct xds_listener_tls *t)
+{
+    c->tls = wr_xrealloc(c->tls, (c->n_tls + 1) * sizeof(*c->tls));
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    c->tls[c->n_tls++] = (struct tls_ent){.key = wr_xstrdup(key), .t = t};
+}
+
+/* Keeps only the TLS entries the listeners of <s> use. */
+static void cache_tls_prune(struct xds_cache *c, const struct xds_snapshot *s)
+{
+    uint32_t kept = 0;
+
+    for (uint32_t i = 0; i < c->n_tls; i++) {
+        bool used = false;
+        for (uint32_t j = 0; j < s->n_listeners && !used; j++)
+            used = s->listeners[j].tls == c->tls[i].t;
+        if (used) {
+            c->tls[kept++] = c->tls[i];
+        } else {
+            free(c->tls[i].key);
+            xds__listener_tls_unref(c->tls[i].t);
+        }
+    }
+    c->n_tls = kept;
+}
 
 struct xds_cache *xds_cache_new(void)
 {
@@ -482,6 +526,13 @@ void xds_cache_clear(struct xds_cache *c)
     c->ents = NULL;
     c->ix = NULL;
     c->n = 0;
+    for (uint32_t i = 0; i < c->n_tls; i++) {
+        free(c->tls[i].key);
+        xds__listener_tls_unref(c->tls[i].t);
+    }
+    free(c->tls);
+    c->tls = NULL;
+    c->n_tls = 0;
 }
 
 void xds_cache_free(struct xds_cache *c)
@@ -519,8 +570,14 @@ static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **k
         atomic_fetch_add_explicit(&e->cl->refs, 1, memory_order_relaxed);
         fresh.n++;
     }
+    /* keep the TLS entries: move them over before clearing the old cluster entries */
+    fresh.tls = cache->tls;
+    fresh.n_tls = cache->n_tls;
+    cache->tls = NULL;
+    cache->n_tls = 0;
     xds_cache_clear(cache);
     *cache = fresh;
+    cache_tls_prune(cache, s);
 }
 
 static char *cluster_key(json_t *o, uint8_t source, unsigned nworkers)

@@ -34,21 +34,71 @@ struct merge {
     uint32_t cap_clusters, cap_routes, cap_rollouts;
 };
 
+static void add_line(struct xds__merged *m, const char *fmt, va_list ap)
+{
+    char *line = NULL;
+
+    if (vasprintf(&line, fmt, ap) < 0)
+        abort();
+    m->conflicts = realloc(m->conflicts, (m->n_conflicts + 1) * sizeof(char *));
+    if (m->conflicts == NULL)
+        abort();
+    m->conflicts[m->n_conflicts++] = line;
+}
+
+void xds__merge_note(struct xds__merged *m, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    add_line(m, fmt, ap);
+    va_end(ap);
+}
+
 static void conflict(struct merge *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void conflict(struct merge *g, const char *fmt, ...)
 {
     va_list ap;
-    char *line = NULL;
 
     va_start(ap, fmt);
-    if (vasprintf(&line, fmt, ap) < 0)
-        abort();
+    add_line(g->m, fmt, ap);
     va_end(ap);
-    g->m->conflicts = realloc(g->m->conflicts, (g->m->n_conflicts + 1) * sizeof(char *));
-    if (g->m->conflicts == NULL)
-        abort();
-    g->m->conflicts[g->m->n_conflicts++] = line;
+}
+
+/* View certificates: {"hosts": [names], "cert_pem": PEM, "key_pem": PEM}. A malformed entry
+ * is an error of the view (it does not build); one whose PEM does not load is dropped later
+ * with a note (xds_tls.c). */
+static void view_certs(struct merge *g, const struct xds_view *v, json_t *a)
+{
+    struct xds__merged *m = g->m;
+
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *o = json_array_get(a, i);
+        json_t *hosts = json_object_get(o, "hosts");
+        const char *cert = json_string_value(json_object_get(o, "cert_pem"));
+        const char *key = json_string_value(json_object_get(o, "key_pem"));
+        bool ok = json_is_array(hosts) && json_array_size(hosts) > 0 && cert && key;
+        for (size_t k = 0; ok && k < json_array_size(hosts); k++) {
+            const char *h = json_string_value(json_array_get(hosts, k));
+            ok = h != NULL &&
+                 (xds__cfg_host_name(h, strlen(h)) ||
+                  (h[0] == '*' && h[1] == '.' && xds__cfg_host_name(h + 2, strlen(h + 2))));
+        }
+        if (!ok) {
+            wr_sbuf_printf(g->c->errors,
+                           "%s: certificates[%zu]: must be {\"hosts\": [host names], \"cert_pem\": "
+                           "PEM, \"key_pem\": PEM}\n",
+                           v->label, i);
+            g->c->n_errors++;
+            continue;
+        }
+        m->certs = realloc(m->certs, (m->n_certs + 1) * sizeof(*m->certs));
+        if (m->certs == NULL)
+            abort();
+        m->certs[m->n_certs++] = (struct xds__vcert){
+            .label = v->label, .hosts = hosts, .cert_pem = cert, .key_pem = key};
+    }
 }
 
 static struct xds__item *push(struct xds__item **v, uint32_t *n, uint32_t *cap)
@@ -268,6 +318,7 @@ void xds__merge(struct xds__cfg *c, json_t *root, const struct xds_view *views, 
                    &m->n_rollouts, &g.cap_rollouts);
         view_named(&g, v, view_array(c, v, "routes"), "routes", g.route_names, &m->routes,
                    &m->n_routes, &g.cap_routes);
+        view_certs(&g, v, view_array(c, v, "certificates"));
     }
     json_decref(g.cluster_names);
     json_decref(g.rollout_names);
@@ -286,6 +337,7 @@ void xds__merged_free(struct xds__merged *m)
     free(m->clusters);
     free(m->rollouts);
     free(m->routes);
+    free(m->certs);
     for (uint32_t i = 0; i < m->n_conflicts; i++)
         free(m->conflicts[i]);
     free(m->conflicts);

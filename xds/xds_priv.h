@@ -82,9 +82,10 @@ struct xds__cfg {
     unsigned n_errors;
     struct wr_sbuf path;
     struct xds_snapshot *s;
-    struct xds_cache *cache; /* NULL: no reuse */
-    char **cluster_keys;     /* per s->clusters entry: its cache key (NULL: not cacheable) */
-    unsigned nworkers;       /* per-worker slots of new clusters (0: none) */
+    struct xds_cache *cache;    /* NULL: no reuse */
+    struct xds__merged *merged; /* the file + views, once merged */
+    char **cluster_keys;        /* per s->clusters entry: its cache key (NULL: not cacheable) */
+    unsigned nworkers;          /* per-worker slots of new clusters (0: none) */
 };
 
 /* Flags of the typed getters. */
@@ -143,12 +144,27 @@ struct xds__item {
     const char *label; /* the source, for conflict lines */
 };
 
+/* A certificate a view brings (a Kubernetes TLS Secret): served by every TLS listener for its
+ * hosts, after the file's own certificates (which win for the names they cover). */
+struct xds__vcert {
+    const char *label;    /* the view's */
+    json_t *hosts;        /* borrowed: array of strings */
+    const char *cert_pem; /* borrowed */
+    const char *key_pem;
+};
+
 struct xds__merged {
     struct xds__item *clusters, *rollouts, *routes;
     uint32_t n_clusters, n_rollouts, n_routes;
+    struct xds__vcert *certs;
+    uint32_t n_certs;
     char **conflicts;
     uint32_t n_conflicts;
 };
+
+/* Adds a line to m->conflicts (something of a view that was dropped). */
+void xds__merge_note(struct xds__merged *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 void xds__merge(struct xds__cfg *c, json_t *root, const struct xds_view *views, unsigned n_views,
                 struct xds__merged *m);
@@ -177,9 +193,15 @@ char *xds__config_json(const struct xds_snapshot *s);
 
 /* ---- TLS (xds_tls.c) ---- */
 
-/* Builds t->ssl_ctx and the SNI table from t->certs; reports errors at the current path. */
+/* Builds t->ssl_ctx and the SNI table from t->certs and the views' certificates
+ * (c->merged->certs); reports errors at the current path. */
 void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t);
 void xds__tls_listener_free(struct xds_listener_tls *t);
+/* Listener TLS settings are shared between snapshots like clusters (the cache keys them by
+ * their JSON and the views' certificates). */
+struct xds_listener_tls *xds__cache_tls_get(struct xds_cache *cache, const char *key);
+void xds__cache_tls_put(struct xds_cache *cache, const char *key, struct xds_listener_tls *t);
+void xds__listener_tls_unref(struct xds_listener_tls *t); /* NULL is a no-op */
 /* Builds cl->tls.ssl_ctx, the client context for TLS to the cluster's endpoints. */
 void xds__tls_cluster_build(struct xds__cfg *c, struct xds_cluster *cl);
 void xds__tls_cluster_free(struct xds_cluster *cl);

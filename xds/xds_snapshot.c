@@ -148,20 +148,25 @@ static void free_strv(char **v, uint32_t n)
     free(v);
 }
 
+void xds__listener_tls_unref(struct xds_listener_tls *t)
+{
+    if (t == NULL || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    xds__tls_listener_free(t);
+    for (uint32_t i = 0; t->certs != NULL && i < t->n_certs; i++) {
+        free(t->certs[i].cert_file);
+        free(t->certs[i].key_file);
+    }
+    free(t->certs);
+    free_strv(t->alpn, t->n_alpn);
+    free(t);
+}
+
 static void free_listener(struct xds_listener *l)
 {
     free(l->name);
     free(l->address);
-    if (l->tls != NULL) {
-        xds__tls_listener_free(l->tls);
-        for (uint32_t i = 0; l->tls->certs != NULL && i < l->tls->n_certs; i++) {
-            free(l->tls->certs[i].cert_file);
-            free(l->tls->certs[i].key_file);
-        }
-        free(l->tls->certs);
-        free_strv(l->tls->alpn, l->tls->n_alpn);
-        free(l->tls);
-    }
+    xds__listener_tls_unref(l->tls);
     xds_counters_unref(l->stats);
 }
 

@@ -296,6 +296,82 @@ static void sni_add(struct xds_tls_sni *sni, const char *name, uint32_t idx)
     xds__index_add(wild ? sni->wild : sni->exact, key, strlen(key), idx, &old);
 }
 
+/* Loads a view certificate (PEM in memory: the leaf, then its chain) into <ctx>. Returns NULL
+ * or a static description of what failed. */
+static const char *load_pem(SSL_CTX *ctx, const char *cert_pem, const char *key_pem)
+{
+    BIO *b = BIO_new_mem_buf(cert_pem, -1);
+    X509 *x = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+    const char *why = NULL;
+
+    if (x == NULL || SSL_CTX_use_certificate(ctx, x) != 1) {
+        why = "cannot load the certificate";
+    } else {
+        X509 *ca;
+        while ((ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+            if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
+                X509_free(ca);
+                why = "cannot add the chain";
+                break;
+            }
+        }
+        ERR_clear_error(); /* the end of the chain reads as an error */
+    }
+    X509_free(x);
+    BIO_free(b);
+    if (why != NULL)
+        return why;
+    b = BIO_new_mem_buf(key_pem, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    if (k == NULL || SSL_CTX_use_PrivateKey(ctx, k) != 1)
+        why = "cannot load the private key";
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        why = "the private key does not match the certificate";
+    EVP_PKEY_free(k);
+    BIO_free(b);
+    return why;
+}
+
+/* The views' certificates, each in its own context, named by the hosts the view gave. One that
+ * does not load is dropped with a note in the snapshot's conflicts (a bad Secret must not stop
+ * every other update). Called after the file's certificates, which keep the names they have. */
+static void add_view_certs(struct xds__cfg *c, struct xds_listener_tls *t, struct xds_tls_sni *sni)
+{
+    struct xds__merged *m = c->merged;
+
+    for (uint32_t i = 0; m != NULL && i < m->n_certs; i++) {
+        const struct xds__vcert *v = &m->certs[i];
+        const char *first = json_string_value(json_array_get(v->hosts, 0));
+        SSL_CTX *ctx = ctx_new(t, sni);
+        const char *why = ctx ? load_pem(ctx, v->cert_pem, v->key_pem) : "no TLS context";
+        if (why != NULL) {
+            char eb[256];
+            xds__merge_note(m, "certificate for %s of %s: %s (%s); not served", first, v->label,
+                            why, ssl_error(eb, sizeof(eb)));
+            SSL_CTX_free(ctx);
+            continue;
+        }
+        uint32_t idx = sni->n_ctxs++;
+        sni->ctxs[idx] = ctx;
+        for (size_t k = 0; k < json_array_size(v->hosts); k++) {
+            char *name = wr_xstrdup(json_string_value(json_array_get(v->hosts, k)));
+            for (char *p = name; *p; p++)
+                *p = wr_lower(*p);
+            sni->names[sni->n_names++] = name;
+            sni_add(sni, name, idx);
+        }
+    }
+}
+
+static size_t view_cert_names(const struct xds__cfg *c)
+{
+    size_t n = 0;
+
+    for (uint32_t i = 0; c->merged != NULL && i < c->merged->n_certs; i++)
+        n += json_array_size(c->merged->certs[i].hosts);
+    return n;
+}
+
 void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
 {
     struct xds_tls_sni *sni = wr_xcalloc(1, sizeof(*sni));
@@ -309,7 +385,8 @@ void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
     if (atomic_load(&ticket_keys) == NULL)
         xds_tls_rotate_ticket_keys();
     sni->t = t;
-    sni->ctxs = wr_xcalloc(t->n_certs + 1, sizeof(*sni->ctxs));
+    uint32_t n_vcerts = c->merged != NULL ? c->merged->n_certs : 0;
+    sni->ctxs = wr_xcalloc(t->n_certs + n_vcerts + 1, sizeof(*sni->ctxs));
     t->sni = sni;
     char ***names = wr_xcalloc(t->n_certs + 1, sizeof(*names));
     uint32_t *nnames = wr_xcalloc(t->n_certs + 1, sizeof(*nnames));
@@ -348,6 +425,7 @@ void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
             continue;
         total_names += nnames[i];
     }
+    total_names += (uint32_t)view_cert_names(c);
     sni->exact = xds__index_new(total_names + 1);
     sni->wild = xds__index_new(total_names + 1);
     sni->names = wr_xcalloc(total_names + 1, sizeof(*sni->names));
@@ -361,6 +439,8 @@ void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
     free(names);
     free(nnames);
     free(cert_ctx);
+    if (sni->n_ctxs > 0)
+        add_view_certs(c, t, sni);
     if (sni->n_ctxs > 0) {
         SSL_CTX_set_tlsext_servername_callback(sni->ctxs[0], servername_cb);
         SSL_CTX_set_tlsext_servername_arg(sni->ctxs[0], sni);

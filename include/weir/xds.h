@@ -169,6 +169,7 @@ struct xds_tls_cert {
 };
 
 struct xds_listener_tls {
+    _Atomic uint32_t refs; /* shared by the snapshots that did not change it */
     struct xds_tls_cert *certs;
     uint32_t n_certs;
     char **alpn; /* NULL-terminated */

@@ -4,8 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <weir/wr.h>
 #include <weir/xds.h>
@@ -241,5 +247,143 @@ TEST(endpoint_priority_and_health_keys)
     ASSERT(strstr(e.p, "clusters[0].endpoints[1].health: must be \"healthy\" or \"draining\"") !=
            NULL);
     ASSERT(strstr(e.p, "clusters[0].endpoints[2].priority:") != NULL);
+    wr_sbuf_dispose(&e);
+}
+
+/* ---- certificates from views ---- */
+
+/* A fresh self-signed P-256 certificate for <cn>: PEM strings (heap). */
+static void make_cert(const char *cn, char **cert_pem, char **key_pem)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    BIO *b = BIO_new(BIO_s_mem());
+    char *p;
+    long n;
+
+    ASSERT(key != NULL && x != NULL && b != NULL);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, key);
+    ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
+    PEM_write_bio_X509(b, x);
+    n = BIO_get_mem_data(b, &p);
+    *cert_pem = wr_xstrndup(p, (size_t)n);
+    BIO_reset(b);
+    PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
+    n = BIO_get_mem_data(b, &p);
+    *key_pem = wr_xstrndup(p, (size_t)n);
+    BIO_free(b);
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+/* Handshakes in memory with the listener's context, asking for <sni>; returns the CN served. */
+static char *served_cn(void *server_ctx, const char *sni)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *cl = SSL_new(cctx), *sv = SSL_new(server_ctx);
+    BIO *c2s = BIO_new(BIO_s_mem()), *s2c = BIO_new(BIO_s_mem());
+    char cn[256] = "";
+
+    BIO_up_ref(c2s);
+    BIO_up_ref(s2c);
+    SSL_set_bio(cl, s2c, c2s);
+    SSL_set_bio(sv, c2s, s2c);
+    SSL_set_tlsext_host_name(cl, sni);
+    SSL_set_connect_state(cl);
+    SSL_set_accept_state(sv);
+    for (int i = 0; i < 20 && (!SSL_is_init_finished(cl) || !SSL_is_init_finished(sv)); i++) {
+        SSL_do_handshake(cl);
+        SSL_do_handshake(sv);
+    }
+    X509 *peer = SSL_get1_peer_certificate(cl);
+    if (peer != NULL)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof(cn));
+    X509_free(peer);
+    SSL_free(cl);
+    SSL_free(sv);
+    SSL_CTX_free(cctx);
+    ERR_clear_error();
+    return wr_xstrdup(cn);
+}
+
+TEST(view_certificates_served_by_sni_and_shared)
+{
+    char dir[] = "/tmp/xds_merge_test.XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char *crt = wr_xasprintf("%s/site.crt", dir), *keyf = wr_xasprintf("%s/site.key", dir);
+    char *scert, *skey, *acert, *akey, *bcert, *bkey;
+    make_cert("static.test", &scert, &skey);
+    make_cert("a.test", &acert, &akey);
+    make_cert("b.test", &bcert, &bkey);
+    FILE *f = fopen(crt, "w");
+    fputs(scert, f);
+    fclose(f);
+    f = fopen(keyf, "w");
+    fputs(skey, f);
+    fclose(f);
+    char *file = wr_xasprintf("{\"listeners\": [{\"name\": \"s\", \"address\": "
+                              "\"127.0.0.1:18997\", \"tls\": {\"certificates\": [{\"cert_file\": "
+                              "\"%s\", \"key_file\": \"%s\"}]}}],"
+                              " \"admin\": {\"address\": \"127.0.0.1:18998\"}}",
+                              crt, keyf);
+    json_t *v1 = json_pack("{s:[{s:[s, s], s:s, s:s}, {s:[s], s:s, s:s}, {s:[s], s:s, s:s}]}",
+                           "certificates", "hosts", "a.test", "*.wild.test", "cert_pem", acert,
+                           "key_pem", akey, "hosts", "static.test", "cert_pem", bcert, "key_pem",
+                           bkey, "hosts", "bad.test", "cert_pem", "junk", "key_pem", "junk");
+    struct xds_view views[] = {{.label = "kubernetes:x", .source = XDS_SRC_KUBERNETES, .view = v1}};
+    struct xds_stats_reg *reg = xds_stats_reg_new(1);
+    struct xds_cache *cache = xds_cache_new();
+    struct wr_sbuf e = {0};
+
+    struct xds_snapshot *s1 = build(file, views, 1, reg, cache, &e);
+    if (s1 == NULL)
+        FAIL("%s", e.p);
+    void *ctx = s1->listeners[0].tls->ssl_ctx;
+    char *got = served_cn(ctx, "a.test");
+    ASSERT_STREQ(got, "a.test");
+    free(got);
+    got = served_cn(ctx, "x.wild.test");
+    ASSERT_STREQ(got, "a.test");
+    free(got);
+    got = served_cn(ctx, "static.test"); /* the file's certificate keeps its name */
+    ASSERT_STREQ(got, "static.test");
+    free(got);
+    got = served_cn(ctx, "other.test"); /* the default: the file's first */
+    ASSERT_STREQ(got, "static.test");
+    free(got);
+    ASSERT(has_conflict(s1, "certificate for bad.test of kubernetes:x"));
+    /* the same certificates: the same TLS object; another set: a new one */
+    struct xds_snapshot *s2 = build(file, views, 1, reg, cache, &e);
+    ASSERT(s2 != NULL && s2->listeners[0].tls == s1->listeners[0].tls);
+    json_array_remove(json_object_get(v1, "certificates"), 2);
+    struct xds_snapshot *s3 = build(file, views, 1, reg, cache, &e);
+    ASSERT(s3 != NULL && s3->listeners[0].tls != s1->listeners[0].tls);
+    ASSERT_EQ(s3->n_conflicts, 0);
+    xds_snapshot_unref(s1);
+    xds_snapshot_unref(s2);
+    xds_snapshot_unref(s3);
+    xds_cache_free(cache);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    json_decref(v1);
+    unlink(crt);
+    unlink(keyf);
+    rmdir(dir);
+    free(crt);
+    free(keyf);
+    free(file);
+    free(scert);
+    free(skey);
+    free(acert);
+    free(akey);
+    free(bcert);
+    free(bkey);
     wr_sbuf_dispose(&e);
 }
