@@ -15,10 +15,10 @@
 
 /* One entry per enum xds_source from XDS_SRC_FILE on; NULL: not built into this binary. */
 static const struct disc_ops *const ops_by_type[] = {
-    &disc__file_ops, /* XDS_SRC_FILE */
-    NULL,            /* XDS_SRC_DNS_SRV: disc_dns.c */
-    NULL,            /* XDS_SRC_CONSUL: disc_consul.c */
-    NULL,            /* XDS_SRC_KUBERNETES: disc_k8s.c */
+    &disc__file_ops,   /* XDS_SRC_FILE */
+    NULL,              /* XDS_SRC_DNS_SRV: disc_dns.c */
+    &disc__consul_ops, /* XDS_SRC_CONSUL */
+    NULL,              /* XDS_SRC_KUBERNETES: disc_k8s.c */
 };
 
 static const char *const reason_names[DISC_ERR_COUNT] = {
@@ -197,24 +197,44 @@ void disc__error(struct disc_provider *p, enum disc_reason reason, const char *f
     va_end(ap);
     if ((unsigned)reason < DISC_ERR_COUNT)
         p->errors[reason]++;
+    /* The same message again in a row is counted but not logged: a source that stays down, or
+     * a thousand watches failing together, make one line. */
+    uint64_t hash = wr_hash64(msg, strlen(msg), (uint64_t)reason + 1) | 1;
+    if (hash == p->last_error_hash) {
+        wr_debug("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
+        return;
+    }
+    p->last_error_hash = hash;
     wr_warn("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
+}
+
+uint32_t disc__backoff_step(struct disc_provider *p, uint32_t *backoff_ms)
+{
+    if (*backoff_ms == 0)
+        *backoff_ms = 250;
+    else if (*backoff_ms < 30000)
+        *backoff_ms = WR_MIN(*backoff_ms * 2, 30000u);
+    p->restarts++;
+    /* +-20 % jitter so that many weirs do not hit a recovering source in step */
+    uint64_t r = wr_rand_next(&p->rng) % 401; /* 0..400 -> -20.0 % .. +20.0 % */
+    return (uint32_t)((uint64_t)*backoff_ms * (800 + r) / 1000);
 }
 
 uint32_t disc__backoff_next(struct disc_provider *p)
 {
-    if (p->backoff_ms == 0)
-        p->backoff_ms = 250;
-    else if (p->backoff_ms < 30000)
-        p->backoff_ms = WR_MIN(p->backoff_ms * 2, 30000u);
-    p->restarts++;
-    /* +-20 % jitter so that many weirs do not hit a recovering source in step */
-    uint64_t r = wr_rand_next(&p->rng) % 401; /* 0..400 -> -20.0 % .. +20.0 % */
-    return (uint32_t)((uint64_t)p->backoff_ms * (800 + r) / 1000);
+    return disc__backoff_step(p, &p->backoff_ms);
 }
 
 void disc__backoff_reset(struct disc_provider *p)
 {
     p->backoff_ms = 0;
+    p->last_error_hash = 0; /* after a success, the next failure is news again */
+}
+
+void disc__touch(struct disc_provider *p)
+{
+    if (p->updates > 0)
+        p->last_update_mono_ms = mono_ms();
 }
 
 char *disc__read_file(const char *path, size_t *len, bool trim)
