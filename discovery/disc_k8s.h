@@ -143,6 +143,8 @@ struct k8s_watch {
     json_t *page_keys;   /* the keys a list (all of its pages) returned so far */
     char *cont;          /* the list's continue token */
     uint32_t events;     /* events of the current watch (for tests and logs) */
+    uint64_t started_ns; /* when the current watch started */
+    int stream_error;    /* enum disc_reason + 1 of an event that ended the stream; 0: none */
     struct k8s_watch *next;
 };
 
@@ -173,9 +175,9 @@ char *k8s__watch_url(const struct k8s_watch *w, bool watch, uint32_t timeout_s);
 struct k8s_lease;
 struct k8s_lease *k8s__lease_new(struct k8s *k);
 void k8s__lease_start(struct k8s_lease *l);
-/* The set of Ingresses weir serves changed (or the published address did): writes their status
- * if this replica leads. */
-void k8s__lease_ingresses(struct k8s_lease *l, json_t *ingresses);
+/* The Ingresses weir serves (k->ingresses) or the address to publish may have changed: writes
+ * the status that differs, if this replica leads. */
+void k8s__lease_sync(struct k8s_lease *l);
 void k8s__lease_close(struct k8s_lease *l);
 bool k8s__lease_leading(const struct k8s_lease *l);
 
@@ -187,13 +189,12 @@ struct k8s {
     struct disc_http *http;
     json_t *stores[K8S_KINDS];
     struct k8s_watch *watches; /* every watch, secrets and the publish_service one included */
-    uv_timer_t publish_timer;
+    uv_timer_t publish_timer, boot_timer;
     bool timer_open, dirty, published, closing;
     uint32_t watch_timeout_s; /* timeoutSeconds of watches (minimum; randomised up to 2x) */
     json_t *last_view;        /* the last view handed over */
     json_t *last_problems;    /* the problems logged last ("line" -> true) */
     json_t *ingresses;        /* the Ingresses of the last view */
-    json_t *publish_svc;      /* publish_service's Service (trimmed) or NULL */
     struct k8s_lease *lease;
     unsigned open_handles;
     uint64_t rng;

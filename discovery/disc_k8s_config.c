@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <yaml.h>
 
 #include <jansson.h>
-#include <yaml.h>
 
 #include <weir/disc_kube.h>
 #include <weir/wr.h>
@@ -99,8 +99,8 @@ static json_t *yaml_to_json(const char *text, size_t len, const char *path, char
     if (root == NULL)
         *errmsg = wr_xasprintf("%s: the file is empty", path);
     else if ((out = node_json(&doc, root, 0, &budget)) == NULL)
-        *errmsg = wr_xasprintf("%s: too deep, too large, or a mapping key that is not a string",
-                               path);
+        *errmsg =
+            wr_xasprintf("%s: too deep, too large, or a mapping key that is not a string", path);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return out;
@@ -224,9 +224,8 @@ static char *data_file(struct disc_kube *k, unsigned slot, const char *b64, cons
 }
 
 /* <file_key> (a path) or <data_key> (base64 content) of <o> into *out; false on an error. */
-static bool file_or_data(struct disc_kube *k, json_t *o, const char *file_key,
-                         const char *data_key, unsigned slot, const char *dir, char **out,
-                         char **errmsg)
+static bool file_or_data(struct disc_kube *k, json_t *o, const char *file_key, const char *data_key,
+                         unsigned slot, const char *dir, char **out, char **errmsg)
 {
     const char *data = jstr(o, data_key), *file = jstr(o, file_key);
 
@@ -272,12 +271,14 @@ static int load_user(struct disc_kube *k, json_t *user, const char *dir, char **
         return -1;
     }
     if ((k->cert_file == NULL) != (k->key_file == NULL))
-        return fail(k, errmsg, "the user has a client certificate without a key, or a key "
-                               "without a certificate");
+        return fail(k, errmsg,
+                    "the user has a client certificate without a key, or a key "
+                    "without a certificate");
     if (k->token == NULL && k->token_file == NULL && k->cert_file == NULL &&
         (json_object_get(user, "exec") != NULL || json_object_get(user, "auth-provider") != NULL))
-        return fail(k, errmsg, "exec and auth-provider credential plugins are not supported; use "
-                               "a token, a token file or a client certificate");
+        return fail(k, errmsg,
+                    "exec and auth-provider credential plugins are not supported; use "
+                    "a token, a token file or a client certificate");
     if (k->token == NULL && k->token_file == NULL && k->cert_file == NULL &&
         jstr(user, "username") != NULL)
         return fail(k, errmsg, "basic authentication (username/password) is not supported");
@@ -364,8 +365,9 @@ static int load_in_cluster(struct disc_kube *k, char **errmsg)
     if (dir == NULL || dir[0] == '\0')
         dir = SA_DIR_DEFAULT;
     if (host == NULL || host[0] == '\0' || port == NULL || port[0] == '\0')
-        return fail(k, errmsg, "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set "
-                               "(not running in a pod?); set \"kubeconfig\" instead");
+        return fail(k, errmsg,
+                    "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set "
+                    "(not running in a pod?); set \"kubeconfig\" instead");
     bool v6 = strchr(host, ':') != NULL;
     k->server = wr_xasprintf("https://%s%s%s:%s", v6 ? "[" : "", host, v6 ? "]" : "", port);
     k->token_file = wr_xasprintf("%s/token", dir);

@@ -27,9 +27,8 @@ static const char *sget(json_t *o, const char *key)
 static bool is_ours(struct k8s_build *b, json_t *ing)
 {
     const char *cls = sget(json_object_get(ing, "spec"), "ingressClassName");
-    const char *ann =
-        sget(json_object_get(json_object_get(ing, "metadata"), "annotations"),
-             "kubernetes.io/ingress.class");
+    const char *ann = sget(json_object_get(json_object_get(ing, "metadata"), "annotations"),
+                           "kubernetes.io/ingress.class");
     json_t *classes = b->in->stores[K8S_CLASSES], *c;
     const char *key;
 
@@ -83,8 +82,8 @@ static void add_route(struct k8s_build *b, const char *name, const char *host, c
 
     if (host != NULL)
         json_object_set_new(m, "host", json_string(host));
-    json_array_append_new(b->routes,
-                          json_pack("{s:s, s:o, s:s}", "name", name, "match", m, "cluster", cluster));
+    json_array_append_new(
+        b->routes, json_pack("{s:s, s:o, s:s}", "name", name, "match", m, "cluster", cluster));
 }
 
 /* One rule path: its route(s). */

@@ -66,8 +66,8 @@ static json_t *trim_service(json_t *obj)
     keep(s, spec, "ports");
     json_object_set_new(out, "spec", s);
     if (json_array_size(get(lb, "ingress")) > 0)
-        json_object_set_new(out, "status", json_pack("{s:{s:O}}", "loadBalancer", "ingress",
-                                                     get(lb, "ingress")));
+        json_object_set_new(out, "status",
+                            json_pack("{s:{s:O}}", "loadBalancer", "ingress", get(lb, "ingress")));
     json_decref(obj);
     return out;
 }

@@ -293,8 +293,8 @@ const char *k8s__cluster(struct k8s_build *b, const char *ns, const char *name, 
                      ns, name);
         return NULL;
     }
-    json_t *sp = pick_port(svc, want != NULL ? want : annotation(svc, "weir.io/port"), why,
-                           sizeof(why));
+    json_t *sp =
+        pick_port(svc, want != NULL ? want : annotation(svc, "weir.io/port"), why, sizeof(why));
     if (sp == NULL) {
         k8s__problem(b, "%s: Service %s/%s %s", who, ns, name, why);
         return NULL;
@@ -310,8 +310,9 @@ const char *k8s__cluster(struct k8s_build *b, const char *ns, const char *name, 
                                 json_pack("{s:s, s:s, s:i}", "type", "http", "path", path,
                                           "interval_ms", HC_INTERVAL_MS));
         else if (path != NULL)
-            k8s__problem(b, "Service %s/%s: weir.io/health-path \"%s\" must be a path starting "
-                            "with \"/\"; no health check",
+            k8s__problem(b,
+                         "Service %s/%s: weir.io/health-path \"%s\" must be a path starting "
+                         "with \"/\"; no health check",
                          ns, name, path);
         json_object_set_new(b->clusters, cname, c);
     }
@@ -418,7 +419,8 @@ static void sort_strings(json_t *a)
 /* Reads and checks the weir.io/ annotations of <svc>; false after a problem line. */
 static bool read_annotations(struct k8s_build *b, json_t *svc, const char *who, struct svc_ann *a)
 {
-    const char *hosts = annotation(svc, "weir.io/host"), *w = annotation(svc, "weir.io/green-weight");
+    const char *hosts = annotation(svc, "weir.io/host"),
+               *w = annotation(svc, "weir.io/green-weight");
 
     memset(a, 0, sizeof(*a));
     a->hosts = json_array();
@@ -522,8 +524,7 @@ static void expose(struct k8s_build *b, json_t *svc)
         json_array_append_new(b->routes, r);
     }
     if (a.tls != NULL && json_array_size(a.hosts) == 0)
-        k8s__problem(b, "%s: weir.io/tls-secret needs weir.io/host (the certificate's hosts)",
-                     who);
+        k8s__problem(b, "%s: weir.io/tls-secret needs weir.io/host (the certificate's hosts)", who);
     else if (a.tls != NULL)
         k8s__cert(b, ns, a.tls, a.hosts, who);
     json_decref(a.hosts);

@@ -18,7 +18,7 @@ static const struct disc_ops *const ops_by_type[] = {
     &disc__file_ops,   /* XDS_SRC_FILE */
     NULL,              /* XDS_SRC_DNS_SRV: disc_dns.c */
     &disc__consul_ops, /* XDS_SRC_CONSUL */
-    NULL,              /* XDS_SRC_KUBERNETES: disc_k8s.c */
+    &disc__k8s_ops,    /* XDS_SRC_KUBERNETES */
 };
 
 static const char *const reason_names[DISC_ERR_COUNT] = {

@@ -31,8 +31,8 @@ struct disc_kube {
     char *ca_file;    /* PEM bundle to verify the server; NULL: the system's */
     char *cert_file;  /* client certificate and key (PEM); NULL: none */
     char *key_file;
-    bool insecure;    /* insecure-skip-tls-verify */
-    char *source;     /* for messages: "kubeconfig F (context C)" or "in-cluster" */
+    bool insecure; /* insecure-skip-tls-verify */
+    char *source;  /* for messages: "kubeconfig F (context C)" or "in-cluster" */
     /* private */
     char *tok_cache_;
     struct timespec tok_mtime_;
