@@ -107,6 +107,17 @@ bool k8s__path_ok(const char *p)
     return true;
 }
 
+/* A health check path may carry a query ("/healthz?full=1"). */
+static bool hc_path_ok(const char *p)
+{
+    if (p == NULL || p[0] != '/')
+        return false;
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '#')
+            return false;
+    return true;
+}
+
 /* A Kubernetes object name (RFC 1123 subdomain: lower-case letters, digits, '-' and '.'). */
 static bool name_ok(const char *s)
 {
@@ -305,7 +316,7 @@ const char *k8s__cluster(struct k8s_build *b, const char *ns, const char *name, 
         json_t *c = json_pack("{s:s, s:o}", "name", cname, "endpoints", endpoints(b, ns, name, sp));
         const char *own = annotation(svc, "weir.io/health-path");
         const char *path = own != NULL ? own : hc_path;
-        if (path != NULL && k8s__path_ok(path))
+        if (path != NULL && hc_path_ok(path))
             json_object_set_new(c, "health_check",
                                 json_pack("{s:s, s:s, s:i}", "type", "http", "path", path,
                                           "interval_ms", HC_INTERVAL_MS));
@@ -376,6 +387,8 @@ static bool parse_hosts(struct k8s_build *b, const char *who, const char *v, jso
             h++;
         for (size_t n = strlen(h); n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'); n--)
             h[n - 1] = '\0';
+        if (h[0] == '\0') /* "a.example.com, ,b.example.com": an empty item is skipped */
+            continue;
         char *orig = wr_xstrdup(h);
         if (!k8s__host_ok(h)) {
             k8s__problem(b, "%s: weir.io/host \"%s\" is not a host name or *.suffix", who, orig);
@@ -445,7 +458,7 @@ static bool read_annotations(struct k8s_build *b, json_t *svc, const char *who, 
         BAD("%s: weir.io/path \"%s\" must be a path starting with \"/\"", who, a->path);
     if (a->port != NULL && a->port[0] == '\0')
         BAD("%s: weir.io/port is empty", who);
-    if (a->hc != NULL && !k8s__path_ok(a->hc))
+    if (a->hc != NULL && !hc_path_ok(a->hc))
         BAD("%s: weir.io/health-path \"%s\" must be a path starting with \"/\"", who, a->hc);
     if (a->tls != NULL && !name_ok(a->tls))
         BAD("%s: weir.io/tls-secret \"%s\" is not a Secret name", who, a->tls);
