@@ -268,7 +268,9 @@ static void explain(const struct disc_http_result *res, const char *body, size_t
                     size_t blen)
 {
     if (res->curl_code != 0) {
-        snprintf(buf, blen, "%s", res->error);
+        /* curl's own words for the code, not its detailed message ("after 3 ms"): the same
+         * failure of many watches then makes one log line */
+        snprintf(buf, blen, "%s", curl_easy_strerror((CURLcode)res->curl_code));
         return;
     }
     json_t *st = json_loadb(body, len, 0, NULL);
