@@ -135,7 +135,7 @@ static bool sync_secrets(struct k8s *k, json_t *wanted)
         char skey[512];
         bool changed = false;
         snprintf(skey, sizeof(skey), "%s/%s", w->ns, w->name);
-        k8s__store_del(k->stores[K8S_SECRETS], skey, &changed);
+        k8s__store_del(k->stores[K8S_SECRETS], K8S_SECRETS, skey, NULL, &changed);
         k8s__watch_close(w);
     }
     return started;
@@ -171,8 +171,18 @@ static void build_and_publish(struct k8s *k)
         .stores = k->stores,
         .ingress_class = k->p->cfg.ingress_class ? k->p->cfg.ingress_class : "weir",
         .secrets_known = known,
+        .cluster_cache = k->cluster_cache,
     };
+    const char *svc;
+    json_t *v;
+    json_object_foreach(k->dirty_svcs, svc, v)
+    {
+        json_object_del(k->cluster_cache, svc);
+    }
+    json_object_clear(k->dirty_svcs);
+    uint64_t t0 = wr_mono_ns();
     k8s__view_build(&in, &out);
+    uint64_t t1 = wr_mono_ns();
     json_decref(known);
     log_problems(k, out.problems);
     bool new_secrets = sync_secrets(k, out.secrets);
@@ -185,7 +195,10 @@ static void build_and_publish(struct k8s *k)
         k8s__view_dispose(&out);
         return;
     }
-    if (k->last_view != NULL && json_equal(k->last_view, out.view)) {
+    bool same = k->last_view != NULL && json_equal(k->last_view, out.view);
+    wr_debug("discovery[%u]: view built in %.1f ms (compared in %.1f ms)", k->p->index,
+             (double)(t1 - t0) / 1e6, (double)(wr_mono_ns() - t1) / 1e6);
+    if (same) {
         disc__touch(k->p);
         k8s__view_dispose(&out);
         return;
@@ -277,6 +290,8 @@ static int k8s_init(struct disc_provider *p)
     k->watch_timeout_s = WATCH_TIMEOUT_S;
     k->rng = p->rng ^ 0x6b38735f77617463ull;
     k->last_problems = json_object();
+    k->dirty_svcs = json_object();
+    k->cluster_cache = json_object();
     p->impl = k;
     return 0;
 }
@@ -306,6 +321,8 @@ static void k8s_free(struct k8s *k)
     json_decref(k->last_view);
     json_decref(k->last_problems);
     json_decref(k->ingresses);
+    json_decref(k->dirty_svcs);
+    json_decref(k->cluster_cache);
     disc_kube_dispose(&k->kube);
     free(k);
     disc__closed(p);

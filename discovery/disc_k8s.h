@@ -58,9 +58,11 @@ bool k8s__obj_key(json_t *obj, char *buf, size_t len);
 const char *k8s__obj_rv(json_t *obj);
 
 /* The cache of one kind: "ns/name" -> trimmed object. Sets *changed when it changed in a way
- * the view can see. <obj> is handed over (trimmed here). */
-void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, bool *changed);
-void k8s__store_del(json_t *store, const char *key, bool *changed);
+ * the view can see, and adds to <dirty> (may be NULL) the "ns/svc" of the Service whose
+ * clusters must be built again. <obj> is handed over (trimmed here). */
+void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, json_t *dirty, bool *changed);
+void k8s__store_del(json_t *store, enum k8s_kind kind, const char *key, json_t *dirty,
+                    bool *changed);
 
 /* The secrets as the view needs them: {"type", "cert_pem", "key_pem"} when the Secret is a
  * valid kubernetes.io/tls Secret whose key matches its certificate, else {"error": "..."}. */
@@ -73,6 +75,10 @@ struct k8s_view_in {
     const char *ingress_class; /* the configured class name */
     json_t *secrets_known;     /* "ns/name" -> true: Secrets whose watch has listed at least
                                 * once, so their absence is a fact (NULL: none) */
+    /* Clusters built by earlier builds, reused while their Service and its EndpointSlices did
+     * not change: "ns/svc" -> {"<port>\x01<hc path>": {"c": cluster, "p": problem}}. The
+     * caller drops the entries of the Services k8s__store_put() marked dirty. NULL: none. */
+    json_t *cluster_cache;
 };
 
 struct k8s_view_out {
@@ -195,6 +201,8 @@ struct k8s {
     json_t *last_view;        /* the last view handed over */
     json_t *last_problems;    /* the problems logged last ("line" -> true) */
     json_t *ingresses;        /* the Ingresses of the last view */
+    json_t *dirty_svcs;       /* "ns/svc" -> true: Services whose clusters changed */
+    json_t *cluster_cache;    /* see struct k8s_view_in */
     struct k8s_lease *lease;
     unsigned open_handles;
     uint64_t rng;

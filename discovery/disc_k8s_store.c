@@ -212,7 +212,22 @@ const char *k8s__obj_rv(json_t *obj)
     return json_string_value(get(get(obj, "metadata"), "resourceVersion"));
 }
 
-void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, bool *changed)
+/* Marks in <dirty> the Service whose clusters <obj> (of <kind>) feeds. */
+static void mark(json_t *dirty, enum k8s_kind kind, json_t *obj)
+{
+    json_t *md = json_object_get(obj, "metadata");
+    const char *ns = json_string_value(json_object_get(md, "namespace"));
+    const char *name = json_string_value(
+        json_object_get(md, kind == K8S_SLICES ? "service" : "name")); /* trimmed slices */
+    char key[512];
+
+    if (dirty == NULL || (kind != K8S_SERVICES && kind != K8S_SLICES) || ns == NULL || name == NULL)
+        return;
+    snprintf(key, sizeof(key), "%s/%s", ns, name);
+    json_object_set_new(dirty, key, json_true());
+}
+
+void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, json_t *dirty, bool *changed)
 {
     char key[512];
 
@@ -222,7 +237,7 @@ void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, bool *change
     }
     json_t *t = k8s__kinds[kind].trim(obj);
     if (t == NULL) {
-        k8s__store_del(store, key, changed);
+        k8s__store_del(store, kind, key, dirty, changed);
         return;
     }
     json_t *old = json_object_get(store, key);
@@ -230,12 +245,21 @@ void k8s__store_put(json_t *store, enum k8s_kind kind, json_t *obj, bool *change
         json_decref(t);
         return;
     }
+    if (old != NULL)
+        mark(dirty, kind, old); /* a slice may move from one Service to another */
+    mark(dirty, kind, t);
     json_object_set_new(store, key, t);
     *changed = true;
 }
 
-void k8s__store_del(json_t *store, const char *key, bool *changed)
+void k8s__store_del(json_t *store, enum k8s_kind kind, const char *key, json_t *dirty,
+                    bool *changed)
 {
-    if (json_object_del(store, key) == 0)
-        *changed = true;
+    json_t *old = json_object_get(store, key);
+
+    if (old == NULL)
+        return;
+    mark(dirty, kind, old);
+    json_object_del(store, key);
+    *changed = true;
 }

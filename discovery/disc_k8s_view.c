@@ -263,12 +263,16 @@ static void slice_endpoints(json_t *slice, json_int_t port, json_t *addrs)
     }
 }
 
+static void index_slices(struct k8s_build *b);
+
 static json_t *endpoints(struct k8s_build *b, const char *ns, const char *svc, json_t *sp)
 {
     char key[512];
     json_t *addrs = json_object(), *list = json_array(), *slice;
     size_t i, n;
 
+    if (b->slices_by_svc == NULL) /* only when a cluster is built rather than reused */
+        index_slices(b);
     snprintf(key, sizeof(key), "%s/%s", ns, svc);
     json_array_foreach(json_object_get(b->slices_by_svc, key), i, slice)
     {
@@ -288,15 +292,51 @@ static json_t *endpoints(struct k8s_build *b, const char *ns, const char *svc, j
     return list;
 }
 
+/* Builds the cluster <cname> of Service <svc> port <sp>; a problem line goes to *problem. */
+static json_t *new_cluster(struct k8s_build *b, json_t *svc, json_t *sp, const char *cname,
+                           const char *hc_path, char **problem)
+{
+    json_t *md = json_object_get(svc, "metadata");
+    const char *ns = sget(md, "namespace"), *name = sget(md, "name");
+    json_t *c = json_pack("{s:s, s:o}", "name", cname, "endpoints", endpoints(b, ns, name, sp));
+    const char *own = annotation(svc, "weir.io/health-path");
+    const char *path = own != NULL ? own : hc_path;
+
+    if (path != NULL && hc_path_ok(path))
+        json_object_set_new(c, "health_check",
+                            json_pack("{s:s, s:s, s:i}", "type", "http", "path", path,
+                                      "interval_ms", HC_INTERVAL_MS));
+    else if (path != NULL)
+        *problem = wr_xasprintf("Service %s/%s: weir.io/health-path \"%s\" must be a path "
+                                "starting with \"/\"; no health check",
+                                ns, name, path);
+    return c;
+}
+
 const char *k8s__cluster(struct k8s_build *b, const char *ns, const char *name, const char *want,
                          const char *hc_path, const char *who)
 {
-    json_t *svc = service(b, ns, name);
-    char why[128], cname[600];
+    json_t *svc = service(b, ns, name), *cache = b->in->cluster_cache;
+    char why[128], cname[600], svc_key[512], ckey[600];
 
     if (svc == NULL) {
         k8s__problem(b, "%s: Service %s/%s not found", who, ns, name);
         return NULL;
+    }
+    if (want == NULL)
+        want = annotation(svc, "weir.io/port");
+    /* A cluster built before, while neither the Service nor its slices changed: as it was. */
+    snprintf(svc_key, sizeof(svc_key), "%s/%s", ns, name);
+    snprintf(ckey, sizeof(ckey), "%s\x01%s", want ? want : "", hc_path ? hc_path : "");
+    json_t *hit = json_object_get(json_object_get(cache, svc_key), ckey);
+    if (hit != NULL) {
+        json_t *c = json_object_get(hit, "c");
+        const char *cn = sget(c, "name"), *p = sget(hit, "p");
+        if (p != NULL)
+            k8s__problem(b, "%s", p);
+        if (json_object_get(b->clusters, cn) == NULL)
+            json_object_set(b->clusters, cn, c);
+        return json_object_iter_key(json_object_iter_at(b->clusters, cn));
     }
     const char *type = sget(json_object_get(svc, "spec"), "type");
     if (type != NULL && strcmp(type, "ExternalName") == 0) {
@@ -304,28 +344,27 @@ const char *k8s__cluster(struct k8s_build *b, const char *ns, const char *name, 
                      ns, name);
         return NULL;
     }
-    json_t *sp =
-        pick_port(svc, want != NULL ? want : annotation(svc, "weir.io/port"), why, sizeof(why));
+    json_t *sp = pick_port(svc, want, why, sizeof(why));
     if (sp == NULL) {
         k8s__problem(b, "%s: Service %s/%s %s", who, ns, name, why);
         return NULL;
     }
     snprintf(cname, sizeof(cname), "%s/%s:%d", ns, name,
              (int)json_integer_value(json_object_get(sp, "port")));
-    if (json_object_get(b->clusters, cname) == NULL) {
-        json_t *c = json_pack("{s:s, s:o}", "name", cname, "endpoints", endpoints(b, ns, name, sp));
-        const char *own = annotation(svc, "weir.io/health-path");
-        const char *path = own != NULL ? own : hc_path;
-        if (path != NULL && hc_path_ok(path))
-            json_object_set_new(c, "health_check",
-                                json_pack("{s:s, s:s, s:i}", "type", "http", "path", path,
-                                          "interval_ms", HC_INTERVAL_MS));
-        else if (path != NULL)
-            k8s__problem(b,
-                         "Service %s/%s: weir.io/health-path \"%s\" must be a path starting "
-                         "with \"/\"; no health check",
-                         ns, name, path);
+    json_t *c = json_object_get(b->clusters, cname);
+    if (c == NULL) {
+        char *problem = NULL;
+        c = new_cluster(b, svc, sp, cname, hc_path, &problem);
         json_object_set_new(b->clusters, cname, c);
+        if (problem != NULL)
+            k8s__problem(b, "%s", problem);
+        if (cache != NULL) {
+            json_t *per = json_object_get(cache, svc_key);
+            if (per == NULL)
+                json_object_set_new(cache, svc_key, per = json_object());
+            json_object_set_new(per, ckey, json_pack("{s:O, s:s?}", "c", c, "p", problem));
+        }
+        free(problem);
     }
     return json_object_iter_key(json_object_iter_at(b->clusters, cname));
 }
@@ -551,6 +590,7 @@ static void index_slices(struct k8s_build *b)
     size_t n;
     const char **keys = sorted_keys(slices, &n);
 
+    b->slices_by_svc = json_object();
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_object_get(slices, keys[i]), *md = json_object_get(s, "metadata");
         char key[512];
@@ -584,7 +624,6 @@ void k8s__view_build(const struct k8s_view_in *in, struct k8s_view_out *out)
     struct k8s_build b = {
         .in = in,
         .out = out,
-        .slices_by_svc = json_object(),
         .clusters = json_object(),
         .certs = json_object(),
         .routes = json_array(),
@@ -597,7 +636,6 @@ void k8s__view_build(const struct k8s_view_in *in, struct k8s_view_out *out)
     out->secrets = json_object();
     out->ingresses = json_object();
     out->problems = json_object();
-    index_slices(&b);
     const char **keys = sorted_keys(services, &n);
     for (size_t i = 0; i < n; i++)
         expose(&b, json_object_get(services, keys[i]));

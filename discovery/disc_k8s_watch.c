@@ -140,9 +140,9 @@ static enum k8s_ev apply_event(struct k8s_watch *w, json_t *ev, bool *changed)
         return K8S_EV_OK; /* not ours to keep (a server that ignored a selector) */
     json_t *store = w->k->stores[w->kind];
     if (del)
-        k8s__store_del(store, key, changed);
+        k8s__store_del(store, w->kind, key, w->k->dirty_svcs, changed);
     else
-        k8s__store_put(store, w->kind, json_incref(obj), changed);
+        k8s__store_put(store, w->kind, json_incref(obj), w->k->dirty_svcs, changed);
     return K8S_EV_OK;
 }
 
@@ -202,7 +202,7 @@ int k8s__watch_page(struct k8s_watch *w, const char *body, size_t len, bool *cha
         if (!k8s__obj_key(it, key, sizeof(key)) || !in_scope(w, key))
             continue;
         json_object_set_new(w->page_keys, key, json_true());
-        k8s__store_put(store, w->kind, json_incref(it), changed);
+        k8s__store_put(store, w->kind, json_incref(it), w->k->dirty_svcs, changed);
     }
     free(w->cont);
     w->cont = cont != NULL && cont[0] != '\0' ? wr_xstrdup(cont) : NULL;
@@ -216,10 +216,8 @@ int k8s__watch_page(struct k8s_watch *w, const char *body, size_t len, bool *cha
     void *tmp;
     json_object_foreach_safe(store, tmp, k, v)
     {
-        if (in_scope(w, k) && json_object_get(w->page_keys, k) == NULL) {
-            json_object_del(store, k);
-            *changed = true;
-        }
+        if (in_scope(w, k) && json_object_get(w->page_keys, k) == NULL)
+            k8s__store_del(store, w->kind, k, w->k->dirty_svcs, changed);
     }
     json_decref(w->page_keys);
     w->page_keys = NULL;

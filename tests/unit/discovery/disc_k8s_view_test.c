@@ -58,12 +58,12 @@ static void put(struct fx *f, enum k8s_kind kind, json_t *obj)
     if (json_is_array(items)) {
         json_array_foreach(items, i, it)
         {
-            k8s__store_put(f->stores[kind], kind, json_incref(it), &changed);
+            k8s__store_put(f->stores[kind], kind, json_incref(it), NULL, &changed);
         }
         json_decref(obj);
         return;
     }
-    k8s__store_put(f->stores[kind], kind, obj, &changed);
+    k8s__store_put(f->stores[kind], kind, obj, NULL, &changed);
 }
 
 static json_t *parse(const char *text)
@@ -745,6 +745,69 @@ TEST(ingress_class_rules)
     build(&f);
     ASSERT_EQ(json_object_size(f.out.ingresses), 3);
     ASSERT(json_object_get(f.out.ingresses, "a/no-class") != NULL);
+    fx_dispose(&f);
+}
+
+/* ---- reuse of clusters between builds ---------------------------------------------------- */
+
+TEST(clusters_are_reused_until_their_service_or_slices_change)
+{
+    struct fx f;
+    json_t *cache = json_object(), *dirty = json_object();
+    bool changed = false;
+    fx_init(&f);
+    /* "one" is an Ingress backend with a bad health path: a problem line from its cluster */
+    json_t *s1 = service("a", "one", "{\"weir.io/health-path\": \"bad\"}", "[{\"port\": 80}]");
+    put(&f, K8S_INGRESSES,
+        parse("{\"metadata\": {\"name\": \"i\", \"namespace\": \"a\"}, \"spec\": "
+              "{\"ingressClassName\": \"weir\", \"defaultBackend\": {\"service\": "
+              "{\"name\": \"one\", \"port\": {\"number\": 80}}}}}"));
+    k8s__store_put(f.stores[K8S_SERVICES], K8S_SERVICES, s1, dirty, &changed);
+    k8s__store_put(f.stores[K8S_SERVICES], K8S_SERVICES,
+                   service("a", "two", "{\"weir.io/expose\": \"true\"}", "[{\"port\": 80}]"), dirty,
+                   &changed);
+    k8s__store_put(f.stores[K8S_SLICES], K8S_SLICES,
+                   slice("a", "one-1", "one", "IPv4", "[{\"addresses\": [\"10.0.0.1\"]}]",
+                         "[{\"port\": 8080}]"),
+                   dirty, &changed);
+    ASSERT(json_object_get(dirty, "a/one") != NULL && json_object_get(dirty, "a/two") != NULL);
+    json_object_clear(dirty);
+
+    struct k8s_view_in in = {.stores = f.stores, .ingress_class = "weir", .cluster_cache = cache};
+    struct k8s_view_out o1, o2, o3;
+    k8s__view_build(&in, &o1);
+    k8s__view_build(&in, &o2);
+    /* the same cluster objects, and the problem line of a reused cluster is still there */
+    json_t *c1 = find(o1.view, "clusters", "a/one:80"), *c2 = find(o2.view, "clusters", "a/one:80");
+    ASSERT(c1 != NULL && c1 == c2);
+    ASSERT(json_equal(o1.problems, o2.problems) && json_object_size(o2.problems) == 1);
+
+    /* a slice of "one" changes: "one" is built again, "two" is reused */
+    k8s__store_put(f.stores[K8S_SLICES], K8S_SLICES,
+                   slice("a", "one-1", "one", "IPv4", "[{\"addresses\": [\"10.0.0.2\"]}]",
+                         "[{\"port\": 8080}]"),
+                   dirty, &changed);
+    ASSERT_EQ(json_object_size(dirty), 1);
+    ASSERT(json_object_get(dirty, "a/one") != NULL);
+    json_object_del(cache, "a/one"); /* what the provider does with the dirty set */
+    k8s__view_build(&in, &o3);
+    json_t *c3 = find(o3.view, "clusters", "a/one:80");
+    ASSERT(c3 != c2);
+    expect_json(json_object_get(c3, "endpoints"), "[{\"address\": \"10.0.0.2:8080\"}]");
+    ASSERT(find(o3.view, "clusters", "a/two:80") == find(o2.view, "clusters", "a/two:80"));
+
+    /* a slice that moves to another Service marks both */
+    json_object_clear(dirty);
+    k8s__store_put(f.stores[K8S_SLICES], K8S_SLICES,
+                   slice("a", "one-1", "two", "IPv4", "[{\"addresses\": [\"10.0.0.2\"]}]",
+                         "[{\"port\": 8080}]"),
+                   dirty, &changed);
+    ASSERT_EQ(json_object_size(dirty), 2);
+    k8s__view_dispose(&o1);
+    k8s__view_dispose(&o2);
+    k8s__view_dispose(&o3);
+    json_decref(cache);
+    json_decref(dirty);
     fx_dispose(&f);
 }
 
