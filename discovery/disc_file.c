@@ -104,8 +104,11 @@ static void check(struct file_impl *f)
         f->have_stat = false;
         return;
     }
-    if (f->have_stat && same_stat(&st, &f->last))
+    if (f->have_stat && same_stat(&st, &f->last)) {
+        if (f->last_error == NULL) /* the file is there, as last read and accepted */
+            disc__touch(f->p);
         return;
+    }
     char *text = disc__read_file(f->p->cfg.path, &len, false);
     if (text == NULL) {
         snprintf(msg, sizeof(msg), "%s: %s", f->p->cfg.path, strerror(errno));

@@ -43,15 +43,18 @@ struct disc_provider {
     uint64_t updates;
     uint64_t errors[DISC_ERR_COUNT];
     uint64_t restarts;
+    uint64_t last_error_hash; /* of the last error logged; 0 after a success */
     /* back-off */
     uint32_t backoff_ms;
     uint64_t rng;
-    uint64_t last_error_hash; /* disc__error(): the last message logged (0: none) */
     void *impl;
 };
 
 /* Hands <view> (a new reference) to the owner and records the update. */
 void disc__publish(struct disc_provider *p, json_t *view);
+/* The source answered and nothing changed: the view is fresh (stale_after_ms,
+ * weir_discovery_last_update_seconds) without a new snapshot. */
+void disc__touch(struct disc_provider *p);
 /* Counts an error of <reason> and logs it (once per distinct message in a row, so that a source
  * that stays down does not flood the log). */
 void disc__error(struct disc_provider *p, enum disc_reason reason, const char *fmt, ...)
@@ -67,9 +70,6 @@ void disc__closed(struct disc_provider *p);
  * <*backoff_ms> (0 at first; the same schedule as disc__backoff_next(), which uses the
  * provider's). Counts one restart. */
 uint32_t disc__backoff_step(struct disc_provider *p, uint32_t *backoff_ms);
-/* The source answered and the provider's view is current although nothing changed: keeps the
- * provider from being reported stale (stale_after_ms) without publishing the same view again. */
-void disc__touch(struct disc_provider *p);
 
 /* Reads a whole small file (a token, a certificate) into a NUL-terminated heap string, without
  * a trailing newline when <trim>. Returns NULL with errno set. */

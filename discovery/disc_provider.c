@@ -16,7 +16,7 @@
 /* One entry per enum xds_source from XDS_SRC_FILE on; NULL: not built into this binary. */
 static const struct disc_ops *const ops_by_type[] = {
     &disc__file_ops,   /* XDS_SRC_FILE */
-    NULL,              /* XDS_SRC_DNS_SRV: disc_dns.c */
+    &disc__dns_ops,    /* XDS_SRC_DNS_SRV */
     &disc__consul_ops, /* XDS_SRC_CONSUL */
     &disc__k8s_ops,    /* XDS_SRC_KUBERNETES */
 };
@@ -172,17 +172,23 @@ void disc_provider_status(const struct disc_provider *p, struct disc_status *st)
         st->stale = p->updates == 0 || mono_ms() - p->last_update_mono_ms > p->cfg.stale_after_ms;
 }
 
-void disc__publish(struct disc_provider *p, json_t *view)
+void disc__touch(struct disc_provider *p)
 {
     struct timespec ts;
 
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    p->last_update_mono_ms = mono_ms();
+    p->last_error_hash = 0;
+}
+
+void disc__publish(struct disc_provider *p, json_t *view)
+{
     if (p->closing) {
         json_decref(view);
         return;
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    p->last_update_mono_ms = mono_ms();
+    disc__touch(p);
     p->updates++;
     p->cb(p->cb_arg, p, view);
 }
@@ -197,14 +203,12 @@ void disc__error(struct disc_provider *p, enum disc_reason reason, const char *f
     va_end(ap);
     if ((unsigned)reason < DISC_ERR_COUNT)
         p->errors[reason]++;
-    /* The same message again in a row is counted but not logged: a source that stays down, or
-     * a thousand watches failing together, make one line. */
-    uint64_t hash = wr_hash64(msg, strlen(msg), (uint64_t)reason + 1) | 1;
-    if (hash == p->last_error_hash) {
-        wr_debug("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
+    /* Once per distinct problem in a row: a source that stays down does not flood the log
+     * (the counters still count every error). */
+    uint64_t h = wr_hash64(msg, strlen(msg), (uint64_t)reason + 1) | 1;
+    if (h == p->last_error_hash)
         return;
-    }
-    p->last_error_hash = hash;
+    p->last_error_hash = h;
     wr_warn("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
 }
 
@@ -229,12 +233,6 @@ void disc__backoff_reset(struct disc_provider *p)
 {
     p->backoff_ms = 0;
     p->last_error_hash = 0; /* after a success, the next failure is news again */
-}
-
-void disc__touch(struct disc_provider *p)
-{
-    if (p->updates > 0)
-        p->last_update_mono_ms = mono_ms();
 }
 
 char *disc__read_file(const char *path, size_t *len, bool trim)

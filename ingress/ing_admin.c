@@ -183,6 +183,7 @@ static const char *reason(int status)
     } reasons[] = {
         {100, "Continue"},
         {200, "OK"},
+        {304, "Not Modified"},
         {400, "Bad Request"},
         {401, "Unauthorized"},
         {404, "Not Found"},
@@ -276,12 +277,15 @@ static void send_resp(struct admin_conn *c, struct admin_resp *r, bool head, boo
     struct tm tm;
 
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
-    wr_sbuf_printf(&b,
-                   "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: weir\r\nContent-Type: %s\r\n"
-                   "Content-Length: %zu\r\nCache-Control: no-store\r\n%s%s\r\n",
-                   r->status, reason(r->status), date, r->ctype, r->body_len,
-                   r->headers != NULL ? r->headers : "", keep ? "" : "Connection: close\r\n");
-    if (!head)
+    wr_sbuf_printf(&b, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: weir\r\n", r->status,
+                   reason(r->status), date);
+    /* A 304 has no content, and no Content-Length that would describe another answer's
+     * (RFC 9110 §15.4.5). */
+    if (r->status != 304)
+        wr_sbuf_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n", r->ctype, r->body_len);
+    wr_sbuf_printf(&b, "Cache-Control: no-store\r\n%s%s\r\n", r->headers != NULL ? r->headers : "",
+                   keep ? "" : "Connection: close\r\n");
+    if (!head && r->status != 304)
         wr_sbuf_add(&b, r->body, r->body_len);
     wr_free(&r->body);
     if (!keep) {
@@ -356,13 +360,14 @@ enum admin_route {
     RT_ROLLOUT,  /* /rollouts/NAME */
     RT_PROMOTE,  /* /rollouts/NAME/promote */
     RT_ROLLBACK, /* /rollouts/NAME/rollback */
+    RT_XDS,      /* /v3/discovery:TYPE (the type in <name>) */
 };
 
 struct admin_req {
     const struct ing_h1_msg *m;
     struct wr_str body;
     enum admin_route route;
-    char name[ADMIN_MAX_NAME]; /* rollout name, percent-decoded */
+    char name[ADMIN_MAX_NAME]; /* rollout name, percent-decoded; RT_XDS: the xDS type */
     struct xds_snapshot *snap;
     uint64_t defer; /* > 0: a rollout change, to answer once the workers serve this version */
 };
@@ -438,6 +443,11 @@ static enum admin_route route_of(struct wr_str p, struct admin_req *q)
             return fixed[i].rt;
     if (p.len > 10 && memcmp(p.p, "/rollouts/", 10) == 0)
         return route_rollout(p, q);
+    if (p.len > 14 && p.len - 14 < sizeof(q->name) && memcmp(p.p, "/v3/discovery:", 14) == 0) {
+        memcpy(q->name, p.p + 14, p.len - 14);
+        q->name[p.len - 14] = '\0';
+        return RT_XDS;
+    }
     return RT_NONE;
 }
 
@@ -452,6 +462,7 @@ static bool method_allowed(enum admin_route rt, int method, const char **allow)
         return get || method == ING_H1_M_PUT;
     case RT_PROMOTE:
     case RT_ROLLBACK:
+    case RT_XDS:
         *allow = "Allow: POST\r\n";
         return method == ING_H1_M_POST;
     default:
@@ -714,6 +725,22 @@ static void confirmed_answer(struct ing_admin *a, const char *name, struct admin
     resp_json(r, 200, dump(o));
 }
 
+/* POST /v3/discovery:TYPE: xDS v3 REST-JSON (xds_v3_discovery(), docs/xds.md). */
+static void handle_xds(struct admin_req *q, struct admin_resp *r)
+{
+    struct wr_sbuf err = {0};
+    char *body = NULL;
+    int status = xds_v3_discovery(q->snap, q->name, q->body.p, q->body.len, &body, &err);
+
+    if (status == 200)
+        resp_json(r, 200, body);
+    else if (status == 304)
+        resp_set(r, 304, "application/json", wr_xstrdup(""));
+    else
+        resp_error_text(r, status, err.p != NULL ? err.p : "bad request");
+    wr_sbuf_dispose(&err);
+}
+
 static void handle_snapshot_route(struct ing_admin *a, struct admin_req *q, struct admin_resp *r)
 {
     switch (q->route) {
@@ -737,6 +764,9 @@ static void handle_snapshot_route(struct ing_admin *a, struct admin_req *q, stru
         break;
     case RT_ROLLOUTS:
         resp_json(r, 200, rollouts_json(q->snap));
+        break;
+    case RT_XDS:
+        handle_xds(q, r);
         break;
     default:
         handle_rollout(a, q, r);

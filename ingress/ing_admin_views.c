@@ -59,14 +59,9 @@ static struct ep_totals ep_totals(struct xds_ep_state *st)
     return t;
 }
 
-/* The endpoint's flags as the load balancer sees them: an endpoint its source says is draining
- * (a terminating Kubernetes endpoint) shows as draining too. */
-static uint32_t ep_flags(const struct xds_endpoint *ep)
+static uint32_t ep_flags(struct xds_ep_state *st)
 {
-    struct xds_ep_state *st = ep->st;
-    uint32_t f = st != NULL ? atomic_load_explicit(&st->flags, memory_order_relaxed) : 0;
-
-    return ep->draining ? f | XDS_EPF_DRAINING : f;
+    return st != NULL ? atomic_load_explicit(&st->flags, memory_order_relaxed) : 0;
 }
 
 /* The precedence matters when several flags are set: a draining endpoint takes no new requests
@@ -108,7 +103,11 @@ static json_t *endpoint_json(const struct xds_endpoint *ep)
 
     json_object_set_new(o, "address", jstr(ep->address));
     json_object_set_new(o, "weight", juint(ep->weight));
-    json_object_set_new(o, "health", json_string(ep_health(ep_flags(ep))));
+    json_object_set_new(
+        o, "health",
+        json_string(ep_health(ep_flags(ep->st) | (ep->draining ? XDS_EPF_DRAINING : 0))));
+    if (ep->priority > 0) /* an extension: shown only for clusters with priority levels */
+        json_object_set_new(o, "priority", juint(ep->priority));
     json_object_set_new(o, "active_requests", jint(t.active));
     json_object_set_new(o, "requests", juint(t.requests));
     json_object_set_new(o, "failures", juint(t.failures));
@@ -368,7 +367,7 @@ static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_m
             const struct lbl l[2] = {{"cluster", c->name}, {"endpoint", c->eps[j].address}};
             switch (m) {
             case EPM_HEALTHY:
-                sample_u64(b, name, l, 2, ep_flags(&c->eps[j]) == 0);
+                sample_u64(b, name, l, 2, ep_flags(st) == 0);
                 break;
             case EPM_REQUESTS:
                 sample_u64(b, name, l, 2, t.requests);

@@ -10,8 +10,10 @@ pkgs=(build-essential cmake ninja-build pkg-config
       zlib1g-dev libbrotli-dev libpcre2-dev curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-h2 python3-httpx nghttp2-client clang libclang-rt-14-dev
-           valgrind procps openssl clang-format python3-grpcio)
+           valgrind procps openssl clang-format python3-grpcio unbound)
 fi
+# tests/integration/97-deploy-manifests.py reads kubectl's YAML.
+[ "${1:-}" = "--test" ] && pkgs+=(python3-yaml)
 
 missing=()
 for p in "${pkgs[@]}"; do

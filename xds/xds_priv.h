@@ -206,4 +206,14 @@ void xds__listener_tls_unref(struct xds_listener_tls *t); /* NULL is a no-op */
 void xds__tls_cluster_build(struct xds__cfg *c, struct xds_cluster *cl);
 void xds__tls_cluster_free(struct xds_cluster *cl);
 
+/* ---- xDS v3 REST-JSON (xds_v3.c, xds_v3_route.c) ---- */
+
+#define XDS__V3_ROUTE_CONFIG "weir"     /* the one RouteConfiguration every listener uses */
+#define XDS__V3_XDS_CLUSTER  "weir_xds" /* the Envoy bootstrap cluster that reaches weir */
+
+json_t *xds__v3_any(const char *type_name); /* {"@type": "type.googleapis.com/<type_name>"} */
+json_t *xds__v3_duration(uint64_t ms);      /* google.protobuf.Duration: "1.500s" */
+json_t *xds__v3_config_source(void);        /* the ConfigSource of RDS and EDS references */
+json_t *xds__v3_route_config(const struct xds_snapshot *s);
+
 #endif /* WEIR_XDS_PRIV_H */

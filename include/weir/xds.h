@@ -522,4 +522,17 @@ typedef bool (*xds_header_get_cb)(void *arg, const char *lname, size_t len, stru
 const struct xds_route *xds_route_match(const struct xds_snapshot *s, struct wr_str host,
                                         struct wr_str path, xds_header_get_cb get, void *arg);
 
+/* ---- xDS v3 REST-JSON ---------------------------------------------------------------------- */
+
+/* Answers `POST /v3/discovery:<type>` (<type>: "listeners", "routes", "clusters" or
+ * "endpoints") with the resources of <s> as Envoy v3 resources (docs/xds.md). <req> is the
+ * DiscoveryRequest body, <len> bytes of JSON. Returns an HTTP status:
+ *   200  *resp is the DiscoveryResponse JSON (malloc'd; the caller frees it);
+ *   304  the request's version_info is current: nothing to send (*resp is NULL);
+ *   400  the request is not a DiscoveryRequest of that type; 404 unknown <type>.
+ * On 400 and 404 a one-line reason is appended to <err>. Any thread; reads the endpoints'
+ * live health flags. */
+int xds_v3_discovery(const struct xds_snapshot *s, const char *type, const char *req, size_t len,
+                     char **resp, struct wr_sbuf *err);
+
 #endif /* WEIR_XDS_H */

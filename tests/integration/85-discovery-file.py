@@ -164,6 +164,8 @@ def test_ready_waits_for_stale_provider_and_metrics():
     check_eq(r.status, 503, "/ready while the provider never delivered a view")
     write_services(os.path.join(w.dir, "missing.json"), services())
     w.wait_ready(timeout=10)
+    time.sleep(2)  # > stale_after_ms: an unchanged file that is there is not stale
+    check_eq(w.admin("GET", "/ready").status, 200, "/ready with an unchanged file")
     m = w.admin("GET", "/metrics").text()
     check(re.search(r'weir_discovery_last_update_seconds\{provider="file:[^"]*"\} 1\d{9}', m),
           "last update time in metrics")
