@@ -184,7 +184,9 @@ static int service_call(struct kube_target *kt, const char *name, const char *pa
         rc = wctl_fail("%s: no Service %s/%s", kt->base.where, kt->ns, name);
     else if (rc == 0 && r.status != 200)
         rc = api_error(kt, what, &r);
-    if (rc == 0 && !json_is_object(svc = json_loadb(r.body, r.len, 0, NULL)))
+    if (rc == 0) /* not inside json_is_object(): a macro that evaluates it twice */
+        svc = json_loadb(r.body, r.len, 0, NULL);
+    if (rc == 0 && !json_is_object(svc))
         rc = wctl_fail("%s: %s: the answer is not a JSON object", kt->base.where, what);
     if (rc == 0)
         rc = state_of(kt, name, svc, st);
@@ -214,8 +216,9 @@ static int colour_health(struct kube_target *kt, struct wctl_colour *c)
 
     if (rc == 0 && r.status != 200)
         rc = api_error(kt, "listing EndpointSlices", &r);
-    if (rc == 0 &&
-        !json_is_array(json_object_get(list = json_loadb(r.body, r.len, 0, NULL), "items")))
+    if (rc == 0)
+        list = json_loadb(r.body, r.len, 0, NULL);
+    if (rc == 0 && !json_is_array(json_object_get(list, "items")))
         rc = wctl_fail("%s: listing EndpointSlices: the answer is not a list", kt->base.where);
     c->endpoints = c->healthy = 0;
     json_array_foreach(rc == 0 ? json_object_get(list, "items") : NULL, i, s)
