@@ -37,8 +37,7 @@ static void k_dispose(struct k8s *k)
 }
 
 /* Feeds <data> to a new watch of <kind> in <k>, in one piece or split at <cut>. */
-static enum k8s_ev feed(struct k8s *k, enum k8s_kind kind, const char *data, size_t len,
-                        size_t cut)
+static enum k8s_ev feed(struct k8s *k, enum k8s_kind kind, const char *data, size_t len, size_t cut)
 {
     struct k8s_watch *w = k8s__watch_new(k, kind, NULL, NULL);
     bool changed = false;
