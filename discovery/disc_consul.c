@@ -5,6 +5,7 @@
  * Watches. Everything is a blocking query (developer.hashicorp.com/consul/api-docs/features/
  * blocking) kept going by a struct consul_watch:
  *   - /v1/catalog/services: which services exist and their tags; its answers start and stop
+ *     the health watches (reconcile());
  *   - /v1/health/service/NAME?passing, one per exposed service and per blue/green service of a
  *     KV rollout;
  *   - /v1/kv/weir/rollouts/?recurse: the rollouts.
@@ -13,15 +14,17 @@
  * details" are in consul__next_index(): an index that goes backwards restarts the loop from 0,
  * and an index below 1 is used as 1. The loop is rate-limited rather than slept: queries of one
  * watch start at least MIN_INTERVAL_MS apart, and answers that come back at once with an
- * unchanged index (a misbehaving agent) stretch that gap exponentially up to 10 s.
+ * unchanged index (a misbehaving agent) stretch that gap exponentially up to 10 s. Queries that
+ * do not block (first reads) are at most MAX_FETCHES out at once; the others wait in c->queued.
  *
  * Failures. An error of one query (a 403 on one service, an answer that does not parse) backs
- * that watch off on its own schedule. An error that says Consul itself is unreachable (no
- * connection, a timeout, a 5xx or 429) parks the watch instead: while Consul is down a single
- * probe, the oldest parked watch, retries on the provider's back-off (disc__backoff_next()),
- * rather than every watch hammering an agent on its way back up. The first answer from Consul
- * wakes the parked watches, each after its own short back-off, so they come back spread out.
- * Nothing is published meanwhile: the last good view stays.
+ * that watch off on its own schedule. An error that concerns every query alike (no connection,
+ * a timeout, a 5xx or 429, a 403 "ACL not found" for the token) parks the watch instead: while
+ * Consul is down a single probe, the oldest parked watch, retries on the provider's back-off
+ * (disc__backoff_next()), rather than every watch hammering an agent on its way back up. The
+ * first answer to a query sent since the failure wakes the parked watches, each after a random
+ * part of its own back-off, so they come back spread out. Nothing is published meanwhile: the
+ * last good view stays.
  *
  * Publishing. Answers only change the provider's tables; a change arms a FLUSH_MS timer that
  * renders and publishes the whole view, so the answers that arrive together make one view. The
@@ -52,6 +55,8 @@
 #define TOKEN_CHECK_MS     1000
 #define HTTP_MARGIN_MS     5000 /* over wait + wait/16 */
 #define CONNECT_TIMEOUT_MS 5000
+#define FETCH_TIMEOUT_MS   15000 /* a query that does not block */
+#define MAX_FETCHES        64    /* queries that do not block, out at once */
 
 enum { M_EXPOSE = 1, M_COLOUR = 2 };
 
@@ -62,6 +67,7 @@ static uint64_t now_ms(void)
 
 static void watch_query(struct consul_watch *w, bool probe);
 static void on_svc_closed(uv_handle_t *h);
+static void on_probe(uv_timer_t *t);
 
 static struct consul_svc *svc_of(struct consul_watch *w)
 {
@@ -87,17 +93,18 @@ static void on_flush(uv_timer_t *t)
     if (!c->dirty || c->closing)
         return;
     c->dirty = false;
+    uint64_t t0 = wr_mono_ns();
     json_t *view = consul__render(c);
     /* Some changes do not show (a rollout whose green has not answered yet): publish only a
-     * view that differs from the last one. The render is deterministic, so its text is. */
-    char *text = json_dumps(view, JSON_COMPACT);
-    uint64_t hash = text ? wr_hash64(text, strlen(text), 0) : 0;
-    free(text);
-    if (hash != 0 && hash == c->last_view_hash) {
+     * view that differs from the last one. */
+    if (c->last_view != NULL && consul__same_view(view, c->last_view)) {
         json_decref(view);
         return;
     }
-    c->last_view_hash = hash;
+    json_decref(c->last_view);
+    c->last_view = json_incref(view);
+    wr_debug("discovery[%u] %s: view rendered in %.2f ms", c->p->index, c->p->label,
+             (double)(wr_mono_ns() - t0) / 1e6);
     disc__publish(c->p, view);
 }
 
@@ -160,8 +167,8 @@ static void on_probe(uv_timer_t *t)
         c->agent_down = false;
         return;
     }
-    struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, parked);
-    wr_list_remove(&w->parked);
+    struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, link);
+    wr_list_remove(&w->link);
     w->state = CW_IDLE;
     watch_query(w, true);
 }
@@ -173,14 +180,15 @@ static void watch_park(struct consul_watch *w)
 
     w->state = CW_PARKED;
     if (w->kind == CW_CATALOG) /* the cheapest and most telling probe */
-        wr_list_insert_head(&c->parked, &w->parked);
+        wr_list_insert_head(&c->parked, &w->link);
     else
-        wr_list_insert_tail(&c->parked, &w->parked);
+        wr_list_insert_tail(&c->parked, &w->link);
     if (!uv_is_active((uv_handle_t *)&c->probe_timer))
         uv_timer_start(&c->probe_timer, on_probe, disc__backoff_next(c->p), 0);
 }
 
-/* Consul answered: the parked watches go again, each after its own back-off. */
+/* Consul answered: the parked watches go again, each after a random part of its own back-off,
+ * so that they do not all arrive in the same instant. */
 static void agent_up(struct consul *c)
 {
     if (!c->agent_down)
@@ -189,9 +197,10 @@ static void agent_up(struct consul *c)
     disc__backoff_reset(c->p);
     uv_timer_stop(&c->probe_timer);
     while (!wr_list_empty(&c->parked)) {
-        struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, parked);
-        wr_list_remove(&w->parked);
-        watch_wait(w, w->backoff_ms > 0 ? w->backoff_ms : MIN_INTERVAL_MS);
+        struct consul_watch *w = WR_CONTAINER_OF(c->parked.next, struct consul_watch, link);
+        wr_list_remove(&w->link);
+        uint64_t spread = WR_MAX(w->backoff_ms, 250u);
+        watch_wait(w, MIN_INTERVAL_MS + wr_rand_next(&c->p->rng) % spread);
     }
 }
 
@@ -214,6 +223,8 @@ static void watch_failed(struct consul_watch *w, enum disc_reason reason, bool a
     maybe_synced(c);
     uint32_t delay = disc__backoff_step(c->p, &w->backoff_ms);
     if (agent_level) {
+        if (!c->agent_down)
+            c->down_since_ms = now_ms();
         c->agent_down = true;
         watch_park(w);
     } else
@@ -240,8 +251,7 @@ static void retry_failed(struct consul *c)
             }
 }
 
-/* ---- the ACL token ----------------------------------------------------------------------------
- */
+/* ---- the ACL token -------------------------------------------------------------------------- */
 
 static void token_problem(struct consul *c, const char *msg)
 {
@@ -291,6 +301,8 @@ static void token_refresh(struct consul *c)
     free(c->token);
     c->token = tok;
     retry_failed(c);
+    if (c->agent_down && !wr_list_empty(&c->parked)) /* parked by a refused token: try now */
+        uv_timer_start(&c->probe_timer, on_probe, 0, 0);
 }
 
 static void on_token_timer(uv_timer_t *t)
@@ -364,6 +376,11 @@ static void watch_query(struct consul_watch *w, bool probe)
             return;
         }
     }
+    if (w->index == 0 && !probe && c->fetching >= MAX_FETCHES) {
+        w->state = CW_QUEUED;
+        wr_list_insert_tail(&c->queued, &w->link);
+        return;
+    }
     char *url = watch_url(w);
     struct disc_http_opts o = {
         .url = url,
@@ -371,7 +388,8 @@ static void watch_query(struct consul_watch *w, bool probe)
         .token_header = "X-Consul-Token",
         .ca_file = c->p->cfg.ca_file,
         .connect_timeout_ms = CONNECT_TIMEOUT_MS,
-        .timeout_ms = (w->index > 0 ? c->wait_ms + c->wait_ms / 16 : 0) + HTTP_MARGIN_MS,
+        .timeout_ms =
+            w->index > 0 ? c->wait_ms + c->wait_ms / 16 + HTTP_MARGIN_MS : FETCH_TIMEOUT_MS,
         .on_header = on_watch_header,
         .on_done = on_watch_done,
         .arg = w,
@@ -388,6 +406,19 @@ static void watch_query(struct consul_watch *w, bool probe)
         return;
     }
     w->state = CW_INFLIGHT;
+    w->fetching = w->index == 0;
+    c->fetching += w->fetching;
+}
+
+/* Sends the queued queries that now have a place. */
+static void fetch_next(struct consul *c)
+{
+    while (c->fetching < MAX_FETCHES && !wr_list_empty(&c->queued) && !c->closing) {
+        struct consul_watch *w = WR_CONTAINER_OF(c->queued.next, struct consul_watch, link);
+        wr_list_remove(&w->link);
+        w->state = CW_IDLE;
+        watch_query(w, false);
+    }
 }
 
 /* ---- answers ----------------------------------------------------------------------------------
@@ -483,33 +514,48 @@ static int on_health(struct consul_svc *s, const char *body, size_t len, char **
     consul__eps_free(s->eps, s->n_eps);
     s->eps = eps;
     s->n_eps = n;
+    consul__svc_forget(s, true, false);
     mark_dirty(c);
     return 0;
 }
 
-static void on_watch_done(void *arg, const struct disc_http_result *res)
+static void watch_done(struct consul_watch *w, const struct disc_http_result *res)
 {
-    struct consul_watch *w = arg;
     struct consul *c = w->c;
     char nb[300], *err = NULL;
     const char *what = watch_name(w, nb, sizeof(nb));
 
-    w->req = NULL;
-    w->state = CW_IDLE;
     if (res->curl_code != CURLE_OK) {
-        watch_failed(
-            w, res->curl_code == CURLE_OPERATION_TIMEDOUT ? DISC_ERR_TIMEOUT : DISC_ERR_CONNECT,
-            true, "%s: %s: %s", c->base, what, res->error);
+        /* Consul-wide, so the message names no query: a thousand watches failing together
+         * then log one line. curl's detail is kept where it helps (TLS) and dropped where it
+         * varies from one query to the next ("after 3 ms"). */
+        int cc = res->curl_code;
+        bool tls = cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_PEER_FAILED_VERIFICATION ||
+                   cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_CACERT_BADFILE ||
+                   cc == CURLE_SSL_CIPHER || cc == CURLE_SSL_ISSUER_ERROR;
+        watch_failed(w, cc == CURLE_OPERATION_TIMEDOUT ? DISC_ERR_TIMEOUT : DISC_ERR_CONNECT, true,
+                     "cannot reach Consul: %s", tls ? res->error : curl_easy_strerror(cc));
         return;
     }
     bool kv_none = w->kind == CW_KV && res->status == 404;
     if (res->status != 200 && !kv_none) {
         bool auth = res->status == 401 || res->status == 403;
+        char body[160];
+        snprintf(body, sizeof(body), "%.*s", (int)WR_MIN(res->body_len, sizeof(body) - 1),
+                 res->body);
+        for (char *q = body; *q; q++)
+            if (*q == '\n' || *q == '\r')
+                *q = ' ';
         if (auth)
             token_refresh(c);
-        watch_failed(w, auth ? DISC_ERR_AUTH : DISC_ERR_HTTP,
-                     !auth && (res->status == 429 || res->status >= 500), "%s: HTTP %ld: %.200s",
-                     what, res->status, res->body);
+        if (auth && strstr(body, "ACL not found") != NULL) /* the token itself: every query */
+            watch_failed(w, DISC_ERR_AUTH, true, "Consul does not know the ACL token: HTTP %ld: %s",
+                         res->status, body);
+        else if (!auth && (res->status == 429 || res->status >= 500))
+            watch_failed(w, DISC_ERR_HTTP, true, "Consul answers HTTP %ld: %s", res->status, body);
+        else
+            watch_failed(w, auth ? DISC_ERR_AUTH : DISC_ERR_HTTP, false, "%s: HTTP %ld: %s", what,
+                         res->status, body);
         return;
     }
     if (!w->hdr_has_index) {
@@ -538,10 +584,28 @@ static void on_watch_done(void *arg, const struct disc_http_result *res)
     w->answered = w->attempted = true;
     w->failing = false;
     w->backoff_ms = 0;
-    disc__touch(c->p);
-    agent_up(c);
+    disc__alive(c->p);
+    /* Only a query sent since Consul failed proves it works again: an older blocking query
+     * may still end well (its wait ran out) while new ones are refused. */
+    if (w->started_ms >= c->down_since_ms)
+        agent_up(c);
     maybe_synced(c);
     watch_kick(w);
+}
+
+static void on_watch_done(void *arg, const struct disc_http_result *res)
+{
+    struct consul_watch *w = arg;
+    struct consul *c = w->c;
+
+    w->req = NULL;
+    w->state = CW_IDLE;
+    if (w->fetching) {
+        w->fetching = false;
+        c->fetching--;
+    }
+    watch_done(w, res);
+    fetch_next(c);
 }
 
 /* ---- services ----------------------------------------------------------------------------------
@@ -557,7 +621,7 @@ static struct consul_svc *svc_get(struct consul *c, const char *name)
     s->name = wr_xstrdup(name);
     s->w.c = c;
     s->w.kind = CW_HEALTH;
-    wr_list_init(&s->w.parked);
+    wr_list_init(&s->w.link);
     uv_timer_init(c->p->loop, &s->w.timer);
     s->w.timer.data = &s->w;
     c->open_handles++;
@@ -570,8 +634,12 @@ static void svc_unwatch(struct consul *c, struct consul_svc *s)
 {
     disc_http_cancel(s->w.req);
     s->w.req = NULL;
+    if (s->w.fetching) {
+        s->w.fetching = false;
+        c->fetching--;
+    }
     uv_timer_stop(&s->w.timer);
-    wr_list_remove(&s->w.parked);
+    wr_list_remove(&s->w.link);
     s->w.state = CW_IDLE;
     s->w.answered = s->w.attempted = s->w.failing = false;
     s->w.index = 0;
@@ -580,10 +648,12 @@ static void svc_unwatch(struct consul *c, struct consul_svc *s)
     consul__eps_free(s->eps, s->n_eps);
     s->eps = NULL;
     s->n_eps = 0;
+    consul__svc_forget(s, true, true);
 }
 
 static void svc_free(struct consul_svc *s)
 {
+    consul__svc_forget(s, true, true);
     consul__tags_dispose(&s->tags);
     consul__eps_free(s->eps, s->n_eps);
     free(s->problem);
@@ -636,6 +706,8 @@ static bool svc_update_tags(struct consul *c, struct consul_svc *s, bool want_ex
     free(problem);
     bool exposed = want_expose && ok && nt.expose;
     bool changed = exposed != s->exposed || !consul__tags_equal(&nt, &s->tags);
+    if (changed)
+        consul__svc_forget(s, true, true);
     consul__tags_dispose(&s->tags);
     s->tags = nt;
     s->exposed = exposed;
@@ -693,6 +765,7 @@ static void reconcile(struct consul *c)
     }
     if (changed)
         mark_dirty(c);
+    fetch_next(c);
 }
 
 /* ---- the provider --------------------------------------------------------------------------- */
@@ -702,6 +775,7 @@ static void consul_free(struct consul *c)
     struct disc_provider *p = c->p;
 
     json_decref(c->catalog_json);
+    json_decref(c->last_view);
     consul__rollouts_free(c->rollouts, c->n_rollouts);
     free(c->buckets);
     free(c->kv_problems);
@@ -781,9 +855,10 @@ static int consul_init(struct disc_provider *p)
     c->catalog.c = c->kv.c = c;
     c->catalog.kind = CW_CATALOG;
     c->kv.kind = CW_KV;
-    wr_list_init(&c->catalog.parked);
-    wr_list_init(&c->kv.parked);
+    wr_list_init(&c->catalog.link);
+    wr_list_init(&c->kv.link);
     wr_list_init(&c->parked);
+    wr_list_init(&c->queued);
     p->impl = c;
     return 0;
 }

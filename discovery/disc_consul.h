@@ -38,6 +38,7 @@ enum consul_watch_state {
     CW_WAITING,  /* its timer will start the next query */
     CW_INFLIGHT, /* a query is out */
     CW_PARKED,   /* Consul is unreachable: waits for a probe to succeed */
+    CW_QUEUED,   /* a query that does not block waits for one of MAX_FETCHES places */
 };
 
 /* One blocking query kept going: the catalog, the rollouts prefix, or one service's health. */
@@ -50,10 +51,11 @@ struct consul_watch {
     bool failing;   /* the last query failed */
     struct disc_http_req *req;
     uv_timer_t timer;
-    struct wr_list parked; /* in c->parked while CW_PARKED */
-    uint64_t index;        /* the index of the next query (0: a query that does not block) */
-    uint64_t sent_index;   /* the index the query out carries */
-    uint64_t hdr_index;    /* X-Consul-Index of the answer being received */
+    struct wr_list link; /* in c->parked while CW_PARKED, in c->queued while CW_QUEUED */
+    bool fetching;       /* the query out does not block (it holds one of MAX_FETCHES) */
+    uint64_t index;      /* the index of the next query (0: a query that does not block) */
+    uint64_t sent_index; /* the index the query out carries */
+    uint64_t hdr_index;  /* X-Consul-Index of the answer being received */
     bool hdr_has_index;
     bool hdr_filtered; /* X-Consul-Results-Filtered-By-ACLs: true */
     uint64_t started_ms;
@@ -73,7 +75,13 @@ struct consul_svc {
     struct consul_watch w;
     struct consul_ep *eps;
     uint32_t n_eps;
-    bool mark; /* reconcile(): still wanted */
+    bool shown; /* consul__render(): its cluster is in the view */
+    /* The parts of the view rendered for this service, reused while it does not change
+     * (never modified once made: views share them) */
+    json_t *cluster_json;
+    json_t *routes_json; /* array */
+    bool routes_rollout; /* routes_json was made for a rollout */
+    uint8_t mark;        /* reconcile(): M_EXPOSE and/or M_COLOUR this time (0: not wanted) */
 };
 
 struct consul {
@@ -102,14 +110,17 @@ struct consul {
     uint32_t n_buckets, n_svcs;
     /* outage handling: see disc_consul.c */
     bool agent_down;
+    uint64_t down_since_ms; /* when agent_down was last set */
     struct wr_list parked;
+    struct wr_list queued; /* watches waiting to send a query that does not block */
+    unsigned fetching;     /* such queries out */
     uv_timer_t probe_timer;
     /* publishing */
     bool started;
     bool warned_filtered; /* the ACL filter warning was logged */
     bool synced;          /* the first complete view went out */
     bool dirty;
-    uint64_t last_view_hash; /* of the last view published */
+    json_t *last_view; /* the last view published (shared with its owner, never modified) */
     uv_timer_t flush;
     unsigned open_handles;
     bool closing;
@@ -152,8 +163,15 @@ const struct consul_rollout *consul__rollout_find(const struct consul *c, const 
  * not block), and an index below 1 is used as 1. */
 uint64_t consul__next_index(uint64_t prev, uint64_t got);
 
-/* The whole view from the provider's state (a new reference). */
+/* The whole view from the provider's state (a new reference). Unchanged services bring the
+ * same JSON objects as in the previous view. */
 json_t *consul__render(struct consul *c);
+/* True when <a> and <b>, both from consul__render(), are the same view: the same objects in
+ * the same order (and equal rollouts). Exact as long as <b> is still referenced, since the
+ * parts are never modified and an object replaced by a new one is a change. */
+bool consul__same_view(json_t *a, json_t *b);
+/* Drops the rendered parts of <s> that its change made stale. */
+void consul__svc_forget(struct consul_svc *s, bool cluster, bool routes);
 
 /* Services by name (disc_consul_view.c). */
 struct consul_svc *consul__svc_find(const struct consul *c, const char *name);

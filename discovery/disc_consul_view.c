@@ -671,8 +671,9 @@ static json_t *render_cluster(const struct consul_svc *s)
     return o;
 }
 
-static void render_routes(json_t *routes, const struct consul_svc *s, bool rollout)
+static json_t *render_routes(const struct consul_svc *s, bool rollout)
 {
+    json_t *routes = json_array();
     const char *path = s->tags.path != NULL ? s->tags.path : "/";
     uint32_t n = s->tags.n_hosts ? s->tags.n_hosts : 1;
 
@@ -690,6 +691,7 @@ static void render_routes(json_t *routes, const struct consul_svc *s, bool rollo
         json_object_set_new(r, rollout ? "rollout" : "cluster", json_sprintf("consul:%s", s->name));
         json_array_append_new(routes, r);
     }
+    return routes;
 }
 
 static json_t *render_rollout(const struct consul_rollout *ro)
@@ -712,6 +714,18 @@ static bool colour_ready(const struct consul *c, const char *name)
     return s != NULL && s->w.answered;
 }
 
+/* The rollout of exposed service <s> that can be applied, or NULL. */
+static const struct consul_rollout *active_rollout(const struct consul *c,
+                                                   const struct consul_svc *s)
+{
+    const struct consul_rollout *ro = consul__rollout_find(c, s->name);
+
+    if (ro == NULL || !s->exposed || !s->w.answered || !colour_ready(c, ro->blue) ||
+        !colour_ready(c, ro->green))
+        return NULL;
+    return ro;
+}
+
 json_t *consul__render(struct consul *c)
 {
     struct consul_svc **v = wr_xcalloc(c->n_svcs + 1, sizeof(*v));
@@ -719,21 +733,72 @@ json_t *consul__render(struct consul *c)
     json_t *clusters = json_array(), *routes = json_array(), *rollouts = json_array();
 
     for (uint32_t b = 0; b < c->n_buckets; b++)
-        for (struct consul_svc *s = c->buckets[b]; s != NULL; s = s->next)
+        for (struct consul_svc *s = c->buckets[b]; s != NULL; s = s->next) {
+            s->shown = s->w.answered && s->exposed;
             if (s->w.answered && (s->exposed || s->in_rollout))
                 v[n++] = s;
+        }
+    /* A blue or green that is not exposed itself shows only with an applied rollout, so the
+     * rollout appears in one view, not one colour at a time. */
+    for (uint32_t i = 0; i < n; i++) {
+        const struct consul_rollout *ro = active_rollout(c, v[i]);
+        if (ro != NULL) {
+            consul__svc_find(c, ro->blue)->shown = true;
+            consul__svc_find(c, ro->green)->shown = true;
+        }
+    }
     qsort(v, n, sizeof(*v), cmp_svc);
     for (uint32_t i = 0; i < n; i++) {
-        json_array_append_new(clusters, render_cluster(v[i]));
-        if (!v[i]->exposed)
+        struct consul_svc *s = v[i];
+        if (!s->shown)
             continue;
-        const struct consul_rollout *ro = consul__rollout_find(c, v[i]->name);
-        bool rollout = ro != NULL && colour_ready(c, ro->blue) && colour_ready(c, ro->green);
-        if (rollout)
+        if (s->cluster_json == NULL)
+            s->cluster_json = render_cluster(s);
+        json_array_append(clusters, s->cluster_json);
+        if (!s->exposed)
+            continue;
+        const struct consul_rollout *ro = active_rollout(c, s);
+        if (ro != NULL)
             json_array_append_new(rollouts, render_rollout(ro));
-        render_routes(routes, v[i], rollout);
+        if (s->routes_json == NULL || s->routes_rollout != (ro != NULL)) {
+            json_decref(s->routes_json);
+            s->routes_json = render_routes(s, ro != NULL);
+            s->routes_rollout = ro != NULL;
+        }
+        json_array_extend(routes, s->routes_json);
     }
     free(v);
     return json_pack("{s:o, s:o, s:o}", "clusters", clusters, "routes", routes, "rollouts",
                      rollouts);
+}
+
+void consul__svc_forget(struct consul_svc *s, bool cluster, bool routes)
+{
+    if (cluster) {
+        json_decref(s->cluster_json);
+        s->cluster_json = NULL;
+    }
+    if (routes) {
+        json_decref(s->routes_json);
+        s->routes_json = NULL;
+    }
+}
+
+static bool same_items(json_t *a, json_t *b)
+{
+    size_t n = json_array_size(a);
+
+    if (n != json_array_size(b))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (json_array_get(a, i) != json_array_get(b, i))
+            return false;
+    return true;
+}
+
+bool consul__same_view(json_t *a, json_t *b)
+{
+    return same_items(json_object_get(a, "clusters"), json_object_get(b, "clusters")) &&
+           same_items(json_object_get(a, "routes"), json_object_get(b, "routes")) &&
+           json_equal(json_object_get(a, "rollouts"), json_object_get(b, "rollouts"));
 }

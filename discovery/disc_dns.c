@@ -118,7 +118,7 @@ static void recovered(struct dns_impl *d)
  * weir_discovery_last_update_seconds, as disc__publish() would record it. */
 static void mark_fresh(struct disc_provider *p)
 {
-    disc__touch(p);
+    disc__alive(p);
 }
 
 /* What a failed lookup means, in words an operator can act on. With one resolver or several,

@@ -1,13 +1,18 @@
 /* discovery/disc_file.c -- the "file" provider: a JSON file with "clusters", "routes" and
  * "rollouts" in the config file's schema, applied within a second of any change.
  *
- * Change detection: a uv_fs_event on the file's folder (editors and `kubectl`-mounted
- * ConfigMaps replace the file by a rename, which a watch on the file itself would miss) wakes
- * a check at once; a 500 ms stat poll backs it up where inotify does not work (some network and
- * overlay file systems). A check compares size, mtime and inode with the last read and re-reads
- * only on a difference. A file that cannot be read or parsed is reported once per distinct
- * problem and the last good view stays; the content itself is validated by the merge in xds/
- * (a view that does not build is rejected there and the previous one stays as well).
+ * Change detection: a uv_fs_event on the file's folder (editors replace the file by a rename,
+ * which a watch on the file itself would miss) wakes a check at once; a 500 ms stat poll backs
+ * it up where inotify does not work (some network and overlay file systems). Events for other
+ * names in the folder wake a check too: a Kubernetes ConfigMap volume changes the file by
+ * flipping the "..data" symlink its "services.json" symlink goes through, and no event names
+ * the file then. A check compares size, mtime, ctime and inode (of the file the path leads to)
+ * with the last read and re-reads only on a difference, or while the file's mtime is within
+ * RACY_S of the read: a file system with coarse timestamps shows two same-size writes in one
+ * tick as one, so such a "racy" read is confirmed by reading again and comparing the content
+ * (as git does for its index). A file that cannot be read or parsed is reported once per
+ * distinct problem and the last good view stays; the content itself is validated by the merge
+ * in xds/ (a view that does not build is rejected there and the previous one stays as well).
  */
 #include <sys/stat.h>
 
@@ -15,10 +20,13 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "disc_priv.h"
 
-#define POLL_MS 500
+#define POLL_MS   500
+#define SETTLE_MS 20
+#define RACY_S    2
 
 struct file_impl {
     struct disc_provider *p;
@@ -27,6 +35,9 @@ struct file_impl {
     unsigned open_handles;
     bool have_stat;
     bool ev_started;
+    bool racy;          /* the last read may not have seen a write in the same timestamp tick */
+    bool content_ok;    /* the content last read made a view */
+    uint64_t last_hash; /* of the content last read */
     struct stat last;
     char *dir, *base;
     char *last_error; /* the last problem reported (reported again only when it changes) */
@@ -44,7 +55,16 @@ static void report(struct file_impl *f, enum disc_reason reason, const char *msg
 static bool same_stat(const struct stat *a, const struct stat *b)
 {
     return a->st_size == b->st_size && a->st_ino == b->st_ino && a->st_dev == b->st_dev &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* True when a write in the same timestamp tick as <st> could still come unseen by a stat. */
+static bool is_racy(const struct stat *st)
+{
+    time_t now = time(NULL);
+
+    return now - st->st_mtim.tv_sec < RACY_S && st->st_mtim.tv_sec - now < RACY_S;
 }
 
 static json_t *parse_view(struct file_impl *f, const char *text, size_t len)
@@ -90,6 +110,15 @@ static json_t *parse_view(struct file_impl *f, const char *text, size_t len)
     return root;
 }
 
+/* The file is as it was when it last made a view: the provider is fresh (disc__alive()). */
+static void confirm(struct file_impl *f)
+{
+    if (!f->content_ok)
+        return;
+    wr_free(&f->last_error);
+    disc__alive(f->p);
+}
+
 static void check(struct file_impl *f)
 {
     struct stat st;
@@ -104,9 +133,9 @@ static void check(struct file_impl *f)
         f->have_stat = false;
         return;
     }
-    if (f->have_stat && same_stat(&st, &f->last)) {
-        if (f->last_error == NULL) /* the file is there, as last read and accepted */
-            disc__touch(f->p);
+    bool unchanged = f->have_stat && same_stat(&st, &f->last);
+    if (unchanged && !f->racy) {
+        confirm(f);
         return;
     }
     char *text = disc__read_file(f->p->cfg.path, &len, false);
@@ -115,14 +144,23 @@ static void check(struct file_impl *f)
         report(f, DISC_ERR_CONNECT, msg);
         return;
     }
+    uint64_t hash = wr_hash64(text, len, 0);
+    bool same = f->have_stat && hash == f->last_hash;
+    f->racy = is_racy(&st);
     f->last = st;
+    f->last_hash = hash;
     f->have_stat = true;
+    if (same) { /* touched, rewritten as it was, or a racy read confirmed */
+        free(text);
+        confirm(f);
+        return;
+    }
     json_t *view = parse_view(f, text, len);
     free(text);
+    f->content_ok = view != NULL;
     if (view == NULL)
         return;
-    free(f->last_error);
-    f->last_error = NULL;
+    wr_free(&f->last_error);
     disc__publish(f->p, view);
 }
 
@@ -140,11 +178,17 @@ static void on_event(uv_fs_event_t *ev, const char *filename, int events, int st
 {
     struct file_impl *f = ev->data;
 
-    if (status < 0 || (filename != NULL && strcmp(filename, f->base) != 0))
+    (void)events;
+    if (status < 0)
         return;
-    /* A writer may still be writing: look again shortly rather than read a half file; the
-     * stat comparison makes the extra looks free. */
-    uv_timer_start(&f->settle, on_settle, 20, 0);
+    /* Our file: a writer may still be writing, so look again shortly rather than read a half
+     * file (each event pushes the look back). Another name (a ConfigMap's "..data" flip, or
+     * anything else in the folder): one look soon, never pushed back, so that a busy folder
+     * cannot hold it off. The stat comparison makes the extra looks cheap. */
+    if (filename == NULL || strcmp(filename, f->base) == 0)
+        uv_timer_start(&f->settle, on_settle, SETTLE_MS, 0);
+    else if (!uv_is_active((uv_handle_t *)&f->settle))
+        uv_timer_start(&f->settle, on_settle, SETTLE_MS, 0);
 }
 
 static int file_init(struct disc_provider *p)
@@ -178,7 +222,8 @@ static int file_start(struct disc_provider *p)
                     POLL_MS);
     }
     check(f);
-    uv_timer_start(&f->poll, on_poll, POLL_MS, POLL_MS);
+    uint32_t every = p->poll_ms ? p->poll_ms : POLL_MS;
+    uv_timer_start(&f->poll, on_poll, every, every);
     return 0;
 }
 

@@ -276,11 +276,14 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL) {
-            curl_multi_assign(h->multi, fd, NULL);
+            if (!h->closing) /* no multi call while curl_multi_cleanup() runs */
+                curl_multi_assign(h->multi, fd, NULL);
             sock_close(s);
         }
         return 0;
     }
+    if (h->closing)
+        return -1; /* nothing new once closing */
     if (s == NULL) {
         s = wr_xcalloc(1, sizeof(*s));
         int rc = uv_poll_init_socket(h->loop, &s->poll, fd);
@@ -413,6 +416,10 @@ static void set_options(struct disc_http_req *r, const struct disc_http_opts *o)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
     if (o->method != NULL && strcmp(o->method, "HEAD") == 0)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    /* Over TLS the server may speak HTTP/2: let a burst of requests wait to share the first
+     * connection rather than each open its own (Consul's agent limits connections per client). */
+    if (strncmp(o->url, "https://", 8) == 0)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     if (o->ca_file != NULL)
         curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
     if (o->cert_file != NULL)

@@ -58,6 +58,12 @@ struct disc_http_req *k8s__request(struct k8s *k, struct disc_http_opts *o, cons
     return r;
 }
 
+void k8s__alive(struct k8s *k)
+{
+    if (k->p != NULL)
+        disc__alive(k->p);
+}
+
 void k8s__watch_error(struct k8s_watch *w, enum disc_reason reason, const char *fmt, ...)
 {
     char msg[1024];
@@ -199,7 +205,7 @@ static void build_and_publish(struct k8s *k)
     wr_debug("discovery[%u]: view built in %.1f ms (compared in %.1f ms)", k->p->index,
              (double)(t1 - t0) / 1e6, (double)(wr_mono_ns() - t1) / 1e6);
     if (same) {
-        disc__touch(k->p);
+        disc__alive(k->p);
         k8s__view_dispose(&out);
         return;
     }

@@ -210,6 +210,9 @@ struct k8s {
 
 /* The cache changed: schedules a view build (coalesced). */
 void k8s__changed(struct k8s *k);
+/* The API server answered (a list, events, a bookmark, a watch ending on time): the view is
+ * current, so the provider is not stale (stale_after_ms) even when nothing changes for long. */
+void k8s__alive(struct k8s *k);
 /* A watch ended in an error of <reason> (logged and counted). */
 void k8s__watch_error(struct k8s_watch *w, enum disc_reason reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -321,6 +321,7 @@ static void list_done(void *arg, const struct disc_http_result *res)
     w->synced = w->tried = true;
     w->relist = false;
     w->backoff_ms = 0;
+    k8s__alive(w->k);
     k8s__changed(w->k); /* also when nothing changed: the first publication waits for lists */
     start_watch(w);
 }
@@ -357,8 +358,10 @@ static int on_stream(void *arg, const char *data, size_t len)
     enum k8s_ev r = k8s__watch_feed(w, data, len, &changed);
     if (changed)
         k8s__changed(w->k);
-    if (r == K8S_EV_OK)
+    if (r == K8S_EV_OK) {
+        k8s__alive(w->k); /* events or bookmarks: the server is there and we are current */
         return 0;
+    }
     w->relist = true;
     w->stream_error = 1 + (r == K8S_EV_GONE ? DISC_ERR_GONE : DISC_ERR_PARSE);
     return -1; /* ends the transfer: watch_done lists again */
@@ -396,6 +399,7 @@ static void watch_done(void *arg, const struct disc_http_result *res)
             return;
         }
         w->backoff_ms = 0;
+        k8s__alive(w->k);
         start_watch(w);
         return;
     }

@@ -37,13 +37,15 @@ struct disc_provider {
     disc_view_cb cb;
     void *cb_arg;
     bool closing;
+    char *last_error; /* the last message disc__error() logged (NULL after a view) */
+    uint32_t poll_ms; /* file provider: the stat poll period (0: its default; tests set it) */
     /* status */
     double last_update_s;
     uint64_t last_update_mono_ms;
+    uint64_t last_ok_mono_ms; /* the source last confirmed the view (a new one or the same) */
     uint64_t updates;
     uint64_t errors[DISC_ERR_COUNT];
     uint64_t restarts;
-    uint64_t last_error_hash; /* of the last error logged; 0 after a success */
     /* back-off */
     uint32_t backoff_ms;
     uint64_t rng;
@@ -52,9 +54,9 @@ struct disc_provider {
 
 /* Hands <view> (a new reference) to the owner and records the update. */
 void disc__publish(struct disc_provider *p, json_t *view);
-/* The source answered and nothing changed: the view is fresh (stale_after_ms,
- * weir_discovery_last_update_seconds) without a new snapshot. */
-void disc__touch(struct disc_provider *p);
+/* The source answered and the view it gave last is still current (nothing new to hand over):
+ * the provider is not stale, however long ago its last view came. */
+void disc__alive(struct disc_provider *p);
 /* Counts an error of <reason> and logs it (once per distinct message in a row, so that a source
  * that stays down does not flood the log). */
 void disc__error(struct disc_provider *p, enum disc_reason reason, const char *fmt, ...)
@@ -71,8 +73,9 @@ void disc__closed(struct disc_provider *p);
  * provider's). Counts one restart. */
 uint32_t disc__backoff_step(struct disc_provider *p, uint32_t *backoff_ms);
 
-/* Reads a whole small file (a token, a certificate) into a NUL-terminated heap string, without
- * a trailing newline when <trim>. Returns NULL with errno set. */
+/* Reads a whole small regular file (a token, a certificate) into a NUL-terminated heap string,
+ * without a trailing newline when <trim>. Returns NULL with errno set, also for what is not a
+ * regular file (EINVAL; a FIFO would otherwise block the loop) or a read error. */
 char *disc__read_file(const char *path, size_t *len, bool trim);
 
 /* ---- disc_http.c: an asynchronous HTTP client for providers ---------------------------------

@@ -146,12 +146,25 @@ void disc__closed(struct disc_provider *p)
 {
     free_cfg(&p->cfg);
     free(p->label);
+    free(p->last_error);
     free(p);
 }
 
 unsigned disc_provider_index(const struct disc_provider *p)
 {
     return p->index;
+}
+
+void disc_provider_set_index(struct disc_provider *p, unsigned index)
+{
+    if (p->index != index)
+        wr_info("discovery[%u]: %s is now discovery[%u]", p->index, p->label, index);
+    p->index = index;
+}
+
+void disc_provider_set_stale_after(struct disc_provider *p, uint32_t ms)
+{
+    p->cfg.stale_after_ms = ms;
 }
 
 static uint64_t mono_ms(void)
@@ -168,29 +181,32 @@ void disc_provider_status(const struct disc_provider *p, struct disc_status *st)
     st->updates = p->updates;
     memcpy(st->errors, p->errors, sizeof(st->errors));
     st->restarts = p->restarts;
+    /* Stale: the source has not confirmed the view for that long. A source that confirms it
+     * without changes (a services file that stays as it is) is fresh. */
     if (p->cfg.stale_after_ms > 0)
-        st->stale = p->updates == 0 || mono_ms() - p->last_update_mono_ms > p->cfg.stale_after_ms;
-}
-
-void disc__touch(struct disc_provider *p)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    p->last_update_mono_ms = mono_ms();
-    p->last_error_hash = 0;
+        st->stale = p->updates == 0 || mono_ms() - p->last_ok_mono_ms > p->cfg.stale_after_ms;
 }
 
 void disc__publish(struct disc_provider *p, json_t *view)
 {
+    struct timespec ts;
+
     if (p->closing) {
         json_decref(view);
         return;
     }
-    disc__touch(p);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p->last_update_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    p->last_update_mono_ms = p->last_ok_mono_ms = mono_ms();
     p->updates++;
+    wr_free(&p->last_error); /* the source works again: its next problem is news */
     p->cb(p->cb_arg, p, view);
+}
+
+void disc__alive(struct disc_provider *p)
+{
+    p->last_ok_mono_ms = mono_ms();
+    wr_free(&p->last_error);
 }
 
 void disc__error(struct disc_provider *p, enum disc_reason reason, const char *fmt, ...)
@@ -203,12 +219,10 @@ void disc__error(struct disc_provider *p, enum disc_reason reason, const char *f
     va_end(ap);
     if ((unsigned)reason < DISC_ERR_COUNT)
         p->errors[reason]++;
-    /* Once per distinct problem in a row: a source that stays down does not flood the log
-     * (the counters still count every error). */
-    uint64_t h = wr_hash64(msg, strlen(msg), (uint64_t)reason + 1) | 1;
-    if (h == p->last_error_hash)
-        return;
-    p->last_error_hash = h;
+    if (p->last_error != NULL && strcmp(p->last_error, msg) == 0)
+        return; /* counted; logged already */
+    free(p->last_error);
+    p->last_error = wr_xstrdup(msg);
     wr_warn("discovery[%u] %s: %s (%s)", p->index, p->label, msg, disc_reason_name(reason));
 }
 
@@ -232,22 +246,29 @@ uint32_t disc__backoff_next(struct disc_provider *p)
 void disc__backoff_reset(struct disc_provider *p)
 {
     p->backoff_ms = 0;
-    p->last_error_hash = 0; /* after a success, the next failure is news again */
+    wr_free(&p->last_error); /* after a success, the next failure is news again */
 }
 
 char *disc__read_file(const char *path, size_t *len, bool trim)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO put where a file should be must not stall the loop in open() */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
     char *buf;
     size_t n = 0;
+    int err = 0;
 
     if (fd < 0)
         return NULL;
-    if (fstat(fd, &st) != 0 || st.st_size > (64 << 20)) {
-        int e = errno ? errno : EFBIG;
+    if (fstat(fd, &st) != 0)
+        err = errno;
+    else if (!S_ISREG(st.st_mode))
+        err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    else if (st.st_size > (64 << 20))
+        err = EFBIG;
+    if (err != 0) {
         close(fd);
-        errno = e;
+        errno = err;
         return NULL;
     }
     buf = wr_xmalloc((size_t)st.st_size + 1);
@@ -255,11 +276,18 @@ char *disc__read_file(const char *path, size_t *len, bool trim)
         ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0)
+            err = errno;
         if (r <= 0)
-            break;
+            break; /* 0: the file shrank while read; what was read is what there is */
         n += (size_t)r;
     }
     close(fd);
+    if (err != 0) {
+        free(buf);
+        errno = err;
+        return NULL;
+    }
     while (trim && n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         n--;
     buf[n] = '\0';

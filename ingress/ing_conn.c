@@ -521,7 +521,9 @@ static bool get_header(void *arg, const char *lname, size_t len, struct wr_str *
     return false;
 }
 
-/* Finds cookie <name> in the request's Cookie headers. */
+/* Finds cookie <name> in the request's Cookie headers. Each ';'-separated crumb is looked at
+ * on its own: browsers send a nameless cookie (document.cookie = "x") as a crumb without '=',
+ * which must not hide the crumbs after it. */
 static bool get_cookie(struct ing_req *r, const char *name, size_t nlen, struct wr_str *out)
 {
     for (unsigned i = 0; i < r->msg.n_hdrs; i++) {
@@ -532,18 +534,16 @@ static bool get_cookie(struct ing_req *r, const char *name, size_t nlen, struct 
         while (p < end) {
             while (p < end && (*p == ' ' || *p == ';'))
                 p++;
-            const char *eq = memchr(p, '=', (size_t)(end - p));
-            if (eq == NULL)
-                break;
-            const char *v = eq + 1, *ve = memchr(v, ';', (size_t)(end - v));
-            if (ve == NULL)
-                ve = end;
-            if ((size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
-                out->p = v;
-                out->len = (size_t)(ve - v);
+            const char *ce = memchr(p, ';', (size_t)(end - p));
+            if (ce == NULL)
+                ce = end;
+            const char *eq = memchr(p, '=', (size_t)(ce - p));
+            if (eq != NULL && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
+                out->p = eq + 1;
+                out->len = (size_t)(ce - eq - 1);
                 return true;
             }
-            p = ve;
+            p = ce;
         }
     }
     return false;

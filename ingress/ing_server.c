@@ -147,16 +147,22 @@ static void reload(struct ing_server *srv)
 
     if (atomic_load(&srv->state) == ING_STATE_DRAINING)
         return;
-    /* A reload re-reads everything: certificates and CA files of clusters too. */
-    xds_cache_clear(srv->cache);
+    /* A reload re-reads everything: certificates and CA files of clusters too. It builds with
+     * an empty cache, which replaces the old one only if the reload succeeds: after a failed
+     * reload, discovery updates keep reusing what the running snapshot was built from. */
+    struct xds_cache *old_cache = srv->cache;
+    srv->cache = xds_cache_new();
     s = build(srv, true, -1, &errors);
     if (s == NULL) {
+        xds_cache_free(srv->cache);
+        srv->cache = old_cache;
         ing__log_errors(&errors);
         wr_err("reload of %s failed: the running configuration (version %s) stays",
                srv->config_path, srv->snap->version_str);
         wr_sbuf_dispose(&errors);
         return;
     }
+    xds_cache_free(old_cache);
     wr_sbuf_dispose(&errors);
     if (ing__disc_sync(srv, s)) {
         /* A provider went away with the file's discovery entry: build without its view. */

@@ -233,6 +233,7 @@ static void parse_listener_tls(struct xds__cfg *c, json_t *o, struct xds_listene
     char *key = c->cache != NULL ? tls_key(c, o) : NULL;
 
     if (key != NULL && (l->tls = xds__cache_tls_get(c->cache, key)) != NULL) {
+        xds__tls_listener_notes(c, l->tls);
         free(key);
         return;
     }
@@ -860,6 +861,7 @@ static struct xds_snapshot *build(struct xds__cfg *c, json_t *root, const struct
     for (uint32_t i = 0; c->cluster_keys != NULL && i < s->n_clusters; i++)
         free(c->cluster_keys[i]);
     wr_free(&c->cluster_keys);
+    wr_free(&c->cluster_srcs);
     if (c->n_errors > 0) {
         xds__snapshot_free(s);
         return NULL;

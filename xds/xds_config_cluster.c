@@ -456,9 +456,13 @@ void xds__cluster_unref(struct xds_cluster *cl)
 struct xds_cache {
     struct xds_name_index *ix; /* key -> ents[] */
 
+    struct xds_name_index *pix; /* source object pointer + source -> ents[] */
+
     struct cache_ent {
         char *key;
         struct xds_cluster *cl; /* a reference */
+        json_t *src;            /* a reference: the object it was built from, or NULL */
+        char pkey[sizeof(void *) + 1];
     } * ents;
 
     uint32_t n;
@@ -520,9 +524,12 @@ void xds_cache_clear(struct xds_cache *c)
     for (uint32_t i = 0; i < c->n; i++) {
         free(c->ents[i].key);
         xds__cluster_unref(c->ents[i].cl);
+        json_decref(c->ents[i].src);
     }
     free(c->ents);
     xds__index_free(c->ix);
+    xds__index_free(c->pix);
+    c->pix = NULL;
     c->ents = NULL;
     c->ix = NULL;
     c->n = 0;
@@ -551,12 +558,36 @@ static struct xds_cluster *cache_get(struct xds_cache *c, const char *key)
     return c->ents[i].cl;
 }
 
-static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **keys)
+/* The pointer key of a view object: its address and its source. Views hand their objects over
+ * and never change them afterwards (include/weir/disc.h), and the cache holds a reference, so
+ * the address cannot be reused for another object while the entry lives. */
+static void pointer_key(char *out, const json_t *o, uint8_t source)
+{
+    memcpy(out, &o, sizeof(o));
+    out[sizeof(o)] = (char)source;
+}
+
+static struct cache_ent *cache_get_ptr(struct xds_cache *c, const json_t *o, uint8_t source)
+{
+    char pk[sizeof(void *) + 1];
+    uint32_t i;
+
+    if (c == NULL || c->pix == NULL)
+        return NULL;
+    pointer_key(pk, o, source);
+    if (!xds__index_get(c->pix, pk, sizeof(pk), &i))
+        return NULL;
+    atomic_fetch_add_explicit(&c->ents[i].cl->refs, 1, memory_order_relaxed);
+    return &c->ents[i];
+}
+
+static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **keys, json_t **srcs)
 {
     struct xds_cache fresh = {0};
     uint32_t other;
 
     fresh.ix = xds__index_new(s->n_clusters);
+    fresh.pix = xds__index_new(s->n_clusters);
     fresh.ents = wr_xcalloc(s->n_clusters + 1, sizeof(*fresh.ents));
     for (uint32_t i = 0; i < s->n_clusters; i++) {
         if (keys[i] == NULL)
@@ -568,6 +599,11 @@ static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **k
         keys[i] = NULL;
         e->cl = s->clusters[i];
         atomic_fetch_add_explicit(&e->cl->refs, 1, memory_order_relaxed);
+        if (srcs[i] != NULL) {
+            pointer_key(e->pkey, srcs[i], s->clusters[i]->source);
+            if (xds__index_add(fresh.pix, e->pkey, sizeof(e->pkey), fresh.n, &other))
+                e->src = json_incref(srcs[i]);
+        }
         fresh.n++;
     }
     /* keep the TLS entries: move them over before clearing the old cluster entries */
@@ -596,6 +632,7 @@ void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32
     s->cluster_index = xds__index_new(n);
     s->clusters = wr_xcalloc(n + 1, sizeof(*s->clusters));
     c->cluster_keys = wr_xcalloc(n + 1, sizeof(*c->cluster_keys));
+    c->cluster_srcs = wr_xcalloc(n + 1, sizeof(*c->cluster_srcs));
     for (uint32_t i = 0; i < n; i++) {
         const struct xds__item *it = &items[i];
         struct xds__item_mark m = xds__cfg_item_enter(c, it);
@@ -607,12 +644,21 @@ void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32
             xds__cfg_item_leave(c, m);
             continue;
         }
-        if (c->cache != NULL) {
+        /* The same object a view handed over last time (a provider that re-renders only
+         * what changed): reused without even rendering its key. */
+        struct cache_ent *e = NULL;
+        if (c->cache != NULL && !it->filled && (e = cache_get_ptr(c->cache, it->obj, it->source)))
+            cl = e->cl;
+        if (e != NULL) {
+            key = wr_xstrdup(e->key);
+        } else if (c->cache != NULL) {
             key = cluster_key(it->obj, it->source, c->nworkers);
             cl = cache_get(c->cache, key);
         }
         if (cl == NULL)
             cl = parse_cluster(c, it->obj, it->source);
+        c->cluster_srcs[s->n_clusters] =
+            it->filled || it->source == XDS_SRC_STATIC ? NULL : it->obj;
         c->cluster_keys[s->n_clusters] = key;
         s->clusters[s->n_clusters++] = cl;
         /* Registered even when invalid, so that references do not add "unknown" errors. */
@@ -647,5 +693,5 @@ void xds__cfg_cluster_stats(struct xds_snapshot *s, struct xds_stats_reg *reg)
 void xds__cfg_cluster_cache(struct xds__cfg *c)
 {
     if (c->cache != NULL)
-        cache_take(c->cache, c->s, c->cluster_keys);
+        cache_take(c->cache, c->s, c->cluster_keys, c->cluster_srcs);
 }

@@ -34,12 +34,19 @@ struct merge {
     uint32_t cap_clusters, cap_routes, cap_rollouts;
 };
 
-static void add_line(struct xds__merged *m, const char *fmt, va_list ap)
+static void add_line(struct xds__merged *m, bool once, const char *fmt, va_list ap)
 {
     char *line = NULL;
 
     if (vasprintf(&line, fmt, ap) < 0)
         abort();
+    /* Notes come once per TLS listener for the same view certificate: keep one. */
+    for (uint32_t i = 0; once && i < m->n_conflicts; i++) {
+        if (strcmp(m->conflicts[i], line) == 0) {
+            free(line);
+            return;
+        }
+    }
     m->conflicts = realloc(m->conflicts, (m->n_conflicts + 1) * sizeof(char *));
     if (m->conflicts == NULL)
         abort();
@@ -51,7 +58,7 @@ void xds__merge_note(struct xds__merged *m, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    add_line(m, fmt, ap);
+    add_line(m, true, fmt, ap);
     va_end(ap);
 }
 
@@ -62,7 +69,7 @@ static void conflict(struct merge *g, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    add_line(g->m, fmt, ap);
+    add_line(g->m, false, fmt, ap);
     va_end(ap);
 }
 
@@ -119,33 +126,96 @@ static const char *obj_name(json_t *o)
     return json_is_object(o) ? json_string_value(json_object_get(o, "name")) : NULL;
 }
 
-/* The requests a route serves, as a string: equal keys serve the same requests. */
+/* One header condition as a string that is equal for conditions that match the same requests:
+ * the name without case, the kind and value as xds_config.c reads them (the first kind key
+ * present; none means "present"), and whether it is inverted ("present": false inverts). */
+static char *header_key(json_t *h)
+{
+    static const char *const kinds[] = {"exact", "prefix",  "suffix", "contains",
+                                        "regex", "present", NULL};
+    const char *name = json_string_value(json_object_get(h, "name"));
+    const char *kind = "present", *value = "";
+    bool invert = json_is_true(json_object_get(h, "invert"));
+    char *key = NULL;
+
+    if (name == NULL) /* not valid: the build reports it; any stable text will do */
+        return json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    for (unsigned k = 0; kinds[k] != NULL; k++) {
+        json_t *v = json_object_get(h, kinds[k]);
+        if (v == NULL)
+            continue;
+        kind = kinds[k];
+        if (k == 5)
+            invert = invert != json_is_false(v);
+        else
+            value = json_is_string(v) ? json_string_value(v) : "\x02";
+        break;
+    }
+    if (asprintf(&key, "%s\x02%s\x02%s\x02%d", name, kind, value, invert) < 0)
+        abort();
+    for (char *p = key; *p != '\x02'; p++) /* header names compare without case */
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p + 32);
+    return key;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The header conditions of a route, in an order of their own (all must hold, so the order in
+ * the file does not matter). */
+static void headers_key(struct wr_sbuf *b, json_t *hdrs)
+{
+    size_t n = json_array_size(hdrs);
+    char **keys = wr_xcalloc(n + 1, sizeof(*keys));
+
+    if (hdrs != NULL && !json_is_array(hdrs)) { /* invalid: reported by the build */
+        char *raw = json_dumps(hdrs, JSON_COMPACT | JSON_ENCODE_ANY);
+        wr_sbuf_printf(b, "%s", raw ? raw : "");
+        free(raw);
+    }
+    for (size_t i = 0; i < n; i++)
+        keys[i] = header_key(json_array_get(hdrs, i));
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        wr_sbuf_printf(b, "%s\x03", keys[i] ? keys[i] : "");
+        free(keys[i]);
+    }
+    free(keys);
+}
+
+/* The requests a route serves, as a string: equal keys serve the same requests. Normalized as
+ * the route is when built (xds_config.c, xds_router.c): the host without case and without one
+ * trailing dot; no path condition is path_prefix "/" (every path starts with "/"; without this
+ * a view's prefix "/" would outrank the file's route with no path and take its requests). */
 static char *route_key(json_t *route)
 {
     json_t *m = json_object_get(route, "match");
     const char *host = json_string_value(json_object_get(m, "host"));
     static const char *const kinds[] = {"path_exact", "path_prefix", "path_regex"};
-    const char *kind = "any", *path = "";
-    char *hdrs = NULL, *key = NULL;
+    const char *kind = "path_prefix", *path = "/";
+    struct wr_sbuf b = {0};
 
     for (unsigned i = 0; i < 3; i++) {
-        const char *p = json_string_value(json_object_get(m, kinds[i]));
+        json_t *p = json_object_get(m, kinds[i]);
         if (p != NULL) {
             kind = kinds[i];
-            path = p;
+            path = json_is_string(p) ? json_string_value(p) : "\x02";
             break;
         }
     }
-    json_t *h = json_object_get(m, "headers");
-    if (h != NULL)
-        hdrs = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
-    if (asprintf(&key, "%s\x01%s\x01%s\x01%s", host ? host : "", kind, path, hdrs ? hdrs : "") < 0)
-        abort();
-    free(hdrs);
-    for (char *p = key; *p != '\x01'; p++) /* host names compare without case */
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p + 32);
-    return key;
+    size_t hlen = host != NULL ? strlen(host) : 0;
+    if (hlen > 1 && host[hlen - 1] == '.')
+        hlen--;
+    for (size_t i = 0; i < hlen; i++) {
+        char c = wr_lower(host[i]);
+        wr_sbuf_add(&b, &c, 1);
+    }
+    wr_sbuf_printf(&b, "\x01%s\x01%s\x01", kind, path);
+    headers_key(&b, json_object_get(m, "headers"));
+    return b.p != NULL ? b.p : wr_xstrdup("");
 }
 
 static void add_static(struct merge *g, json_t *root, const char *section, struct xds__item **v,

@@ -85,6 +85,8 @@ struct xds__cfg {
     struct xds_cache *cache;    /* NULL: no reuse */
     struct xds__merged *merged; /* the file + views, once merged */
     char **cluster_keys;        /* per s->clusters entry: its cache key (NULL: not cacheable) */
+    json_t **cluster_srcs;      /* per s->clusters entry: the view object it came from as is
+                                   (borrowed; NULL for a filled template) */
     unsigned nworkers;          /* per-worker slots of new clusters (0: none) */
 };
 
@@ -197,6 +199,9 @@ char *xds__config_json(const struct xds_snapshot *s);
  * (c->merged->certs); reports errors at the current path. */
 void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t);
 void xds__tls_listener_free(struct xds_listener_tls *t);
+/* Adds to c->merged the notes the build of <t> made (a view certificate that did not load):
+ * for a <t> taken from the cache, whose build ran for an earlier snapshot. */
+void xds__tls_listener_notes(struct xds__cfg *c, const struct xds_listener_tls *t);
 /* Listener TLS settings are shared between snapshots like clusters (the cache keys them by
  * their JSON and the views' certificates). */
 struct xds_listener_tls *xds__cache_tls_get(struct xds_cache *cache, const char *key);

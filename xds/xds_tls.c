@@ -114,6 +114,8 @@ struct xds_tls_sni {
     struct xds_name_index *wild;  /* ".suffix" -> ctxs[] index */
     char **names;                 /* owned keys of the indexes */
     uint32_t n_names;
+    char **notes; /* what add_view_certs() noted: repeated when the object is reused */
+    uint32_t n_notes;
     const struct xds_listener_tls *t;
 };
 
@@ -346,8 +348,11 @@ static void add_view_certs(struct xds__cfg *c, struct xds_listener_tls *t, struc
         const char *why = ctx ? load_pem(ctx, v->cert_pem, v->key_pem) : "no TLS context";
         if (why != NULL) {
             char eb[256];
-            xds__merge_note(m, "certificate for %s of %s: %s (%s); not served", first, v->label,
-                            why, ssl_error(eb, sizeof(eb)));
+            char *note = wr_xasprintf("certificate for %s of %s: %s (%s); not served", first,
+                                      v->label, why, ssl_error(eb, sizeof(eb)));
+            xds__merge_note(m, "%s", note);
+            sni->notes = wr_xrealloc(sni->notes, (sni->n_notes + 1) * sizeof(*sni->notes));
+            sni->notes[sni->n_notes++] = note;
             SSL_CTX_free(ctx);
             continue;
         }
@@ -448,6 +453,12 @@ void xds__tls_listener_build(struct xds__cfg *c, struct xds_listener_tls *t)
     t->ssl_ctx = sni->n_ctxs > 0 ? sni->ctxs[0] : NULL;
 }
 
+void xds__tls_listener_notes(struct xds__cfg *c, const struct xds_listener_tls *t)
+{
+    for (uint32_t i = 0; t->sni != NULL && c->merged != NULL && i < t->sni->n_notes; i++)
+        xds__merge_note(c->merged, "%s", t->sni->notes[i]);
+}
+
 void xds__tls_listener_free(struct xds_listener_tls *t)
 {
     struct xds_tls_sni *sni = t->sni;
@@ -460,6 +471,7 @@ void xds__tls_listener_free(struct xds_listener_tls *t)
     xds__index_free(sni->exact);
     xds__index_free(sni->wild);
     free_names(sni->names, sni->n_names);
+    free_names(sni->notes, sni->n_notes);
     free(sni);
     t->sni = NULL;
     t->ssl_ctx = NULL;

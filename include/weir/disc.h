@@ -19,6 +19,10 @@
  * carry "health": "healthy" | "draining" (the source's own verdict, e.g. an EndpointSlice
  * condition); "draining" endpoints get no new requests, like removed ones.
  *
+ * A view and everything in it is never changed after it is handed over: a provider may hand the
+ * same cluster objects over again in its next view for what did not change (json_incref), and
+ * the build then reuses the built cluster by identity, without even rendering it.
+ *
  * Failure rule: a provider that cannot reach its source keeps its last good view (it simply
  * does not call back) and retries with capped exponential back-off and jitter.
  *
@@ -79,6 +83,11 @@ int disc_provider_start(struct disc_provider *p);
 void disc_provider_close(struct disc_provider *p);
 
 unsigned disc_provider_index(const struct disc_provider *p);
+/* A provider kept across a reload whose entry moved in the "discovery" array (one was inserted
+ * or removed before it) takes its new index: the index is its identity in callbacks and logs. */
+void disc_provider_set_index(struct disc_provider *p, unsigned index);
+/* stale_after_ms only decides what /ready says: a reload changes it without a restart. */
+void disc_provider_set_stale_after(struct disc_provider *p, uint32_t ms);
 /* Fills <st> (the strings stay owned by the provider). */
 void disc_provider_status(const struct disc_provider *p, struct disc_status *st);
 

@@ -27,8 +27,10 @@ writes get 403 "Permission denied", like a default-deny agent; a "read" token ma
 
 Faults for tests: stop() closes the port (connection refused) and resets open connections;
 start() opens it again; pause() holds every answer until resume(); fail(status, body) answers
-everything with that error; rewind(index) restores an "older snapshot": every index drops to
-at most <index> and blocked queries return at once, as after a Consul snapshot restore.
+everything with that error; `blocking = False` answers blocking queries at once with an
+unchanged index (a misbehaving agent); rewind(index) restores an "older snapshot": every
+index drops to at most <index> and blocked queries return at once, as after a Consul snapshot
+restore.
 
 Use it in-process (thread-safe):
 
@@ -40,14 +42,16 @@ Use it in-process (thread-safe):
 or as a program, with a control API on a second port (POST /_fake/METHOD, JSON keyword
 arguments, JSON answer), for tools in other languages:
 
-    consul_fake.py --port 8500 --control-port 8501 [--token T]
+    consul_fake.py --port 8500 --control-port 8501 [--token T] [--tls CERT KEY]
 """
 
+import _thread
 import base64
 import json
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -108,18 +112,23 @@ class _Instance:
 
 
 class FakeConsul:
-    def __init__(self, host="127.0.0.1", port=0, tokens=None, datacenter="dc1", jitter=True):
+    def __init__(self, host="127.0.0.1", port=0, tokens=None, datacenter="dc1", jitter=True,
+                 tls=None):
         self.host, self.port = host, port
+        self.tls = tls  # (cert_file, key_file): serve HTTPS
         # token -> "read" | "write"; None: ACLs disabled (everything allowed)
         self.tokens = dict(tokens) if tokens is not None else None
         self.datacenter = datacenter
         self.jitter = jitter
+        self.blocking = True  # False: a broken agent that answers at once, ignoring `index`
         self._lock = threading.Lock()
         self._conds = {}  # topic -> Condition on _lock
         self._index = 10
         self._abandon = 0  # bumped by rewind(): blocked queries return at once
         self._nodes = {}  # name -> {"ID", "Address", "CreateIndex", "ModifyIndex", "serf": status}
         self._instances = {}  # (node, service id) -> _Instance
+        self._by_name = {}  # service name -> {(node, service id)}
+        self._cache = {}  # (what, name, passing) -> (state key, encoded answer)
         self._svc_index = {}  # service name -> index of its last change (kept after removal)
         self._catalog_index = 1
         self._kv = {}  # key -> {"Value": bytes, "Flags", "CreateIndex", "ModifyIndex", "LockIndex"}
@@ -143,7 +152,7 @@ class FakeConsul:
 
     @property
     def url(self):
-        return "http://" + self.address
+        return ("https://" if self.tls else "http://") + self.address
 
     def start(self):
         """Opens the port (again after stop(): the same port)."""
@@ -154,12 +163,27 @@ class FakeConsul:
             allow_reuse_address = True
             request_queue_size = 4096
 
+            def handle_error(self, request, client_address):
+                pass  # a client that went away (weir timing out, a failed TLS handshake)
+
+            def process_request(self, request, client_address):
+                # ThreadingMixIn's Thread.start() waits for the new thread to run, which takes
+                # a GIL hand-off (up to 5 ms on a busy machine): that would cap the accept loop
+                # at ~200 connections a second, and weir opens one per watched service.
+                _thread.start_new_thread(self.process_request_thread, (request, client_address))
+
         class Handler(_Handler):
             pass
 
         Handler.fake = fake
         self._server = Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            # the handshake runs in the connection's thread (setup()), not in the accept loop
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
         self._stopped = False
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -248,6 +272,29 @@ class FakeConsul:
 
     # ---- catalog writes -----------------------------------------------------------------------
 
+    def _unindex(self, name, key):
+        keys = self._by_name.get(name)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_name[name]
+
+    def _of(self, name):
+        return sorted((self._instances[k] for k in self._by_name.get(name, ())),
+                      key=lambda i: (i.node, i.id))
+
+    def _cached(self, what, name, passing, build):
+        """An encoded answer, built again only when anything changed since (any index)."""
+        state = (self._index, self._abandon)
+        hit = self._cache.get((what, name, passing))
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        body = json.dumps(build()).encode()
+        if len(self._cache) > 100000:
+            self._cache.clear()
+        self._cache[(what, name, passing)] = (state, body)
+        return body
+
     def _touch_service(self, name, idx):
         self._svc_index[name] = idx
         self._catalog_index = idx
@@ -274,8 +321,12 @@ class FakeConsul:
         if inst is None:
             inst = _Instance(node, sid, service, tags, address, port, weights, meta, idx)
             self._instances[(node, sid)] = inst
+            self._by_name.setdefault(service, set()).add((node, sid))
         else:
             old_name = inst.name
+            if old_name != service:
+                self._unindex(old_name, (node, sid))
+                self._by_name.setdefault(service, set()).add((node, sid))
             inst.name, inst.tags, inst.address, inst.port = service, list(tags), address, port
             inst.weights = dict(weights or {"Passing": 1, "Warning": 1})
             inst.meta = dict(meta or {})
@@ -322,6 +373,7 @@ class FakeConsul:
             inst = self._instances.pop((node, id), None)
             if inst is None:
                 return False
+            self._unindex(inst.name, (node, id))
             self._touch_service(inst.name, self._bump())
             return True
 
@@ -329,7 +381,9 @@ class FakeConsul:
         with self._lock:
             idx = self._bump()
             for key in [k for k in self._instances if k[0] == node]:
-                self._touch_service(self._instances.pop(key).name, idx)
+                inst = self._instances.pop(key)
+                self._unindex(inst.name, key)
+                self._touch_service(inst.name, idx)
             self._nodes.pop(node, None)
 
     def set_check(self, id, status, node="node1"):
@@ -439,8 +493,7 @@ class FakeConsul:
 
     def _health(self, name, passing):
         out = []
-        for inst in sorted((i for i in self._instances.values() if i.name == name),
-                           key=lambda i: (i.node, i.id)):
+        for inst in self._of(name):
             checks = self._instance_checks(inst)
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
@@ -450,8 +503,7 @@ class FakeConsul:
 
     def _catalog_service(self, name):
         out = []
-        for inst in sorted((i for i in self._instances.values() if i.name == name),
-                           key=lambda i: (i.node, i.id)):
+        for inst in self._of(name):
             n = self._nodes[inst.node]
             s = inst.service_json()
             out.append({"ID": n["ID"], "Node": inst.node, "Address": n["Address"],
@@ -545,12 +597,22 @@ class FakeConsul:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Go's net/http (Consul) sets TCP_NODELAY; without it, the body written after the head
+    # waits for the client's delayed ACK (40 ms) on every answer.
+    disable_nagle_algorithm = True
     fake = None  # set per server
 
     def log_message(self, *a):
         pass
 
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (OSError, ssl.SSLError):
+                pass  # handle() then sees a dead connection
+            self.request.settimeout(None)
         super().setup()
         with self.fake._lock:
             self.fake._conns.add(self.connection)
@@ -570,6 +632,9 @@ class _Handler(BaseHTTPRequestHandler):
         if f._stopped:
             self.close_connection = True
             return
+        fail = f._failure
+        if fail is not None and status < 400:  # an answer held by a blocking query, too
+            status, body, index, ctype, filtered = fail[0], fail[1], None, "text/plain", False
         if not isinstance(body, bytes):
             body = (json.dumps(body) if ctype == "application/json" else str(body)).encode()
         try:
@@ -637,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, "Invalid wait time", ctype="text/plain")
             return False
-        if min_index <= 0:
+        if min_index <= 0 or not f.blocking:
             return True
         wait = min(wait, MAX_WAIT)
         if f.jitter:
@@ -707,7 +772,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._blocking(lambda: f._catalog_index, "catalog"):
                 return
             with f._lock:
-                body, idx = ({} if filtered else f._catalog_services()), f._catalog_index
+                body = b"{}" if filtered else f._cached("catalog", "", False,
+                                                        f._catalog_services)
+                idx = f._catalog_index
             self._send(200, body, max(idx, 1), filtered=filtered)
         elif p.startswith("/v1/health/service/") or p.startswith("/v1/catalog/service/"):
             health = p.startswith("/v1/health/")
@@ -717,13 +784,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self._blocking(lambda: f._health_index(name), "health:" + name):
                 return
+            passing = "passing" in self._query
             with f._lock:
                 if filtered:
-                    body = []
+                    body = b"[]"
                 elif health:
-                    body = f._health(name, "passing" in self._query)
+                    body = f._cached("health", name, passing, lambda: f._health(name, passing))
                 else:
-                    body = f._catalog_service(name)
+                    body = f._cached("service", name, False, lambda: f._catalog_service(name))
                 idx = f._health_index(name)
             self._send(200, body, max(idx, 1), filtered=filtered)
         elif p.startswith("/v1/kv/"):
@@ -852,11 +920,14 @@ def main():
     ap.add_argument("--control-port", type=int, default=0)
     ap.add_argument("--token", action="append", help="a token with write access (repeatable)")
     ap.add_argument("--no-jitter", action="store_true")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     a = ap.parse_args()
     tokens = {t: "write" for t in a.token} if a.token else None
-    f = FakeConsul(a.host, a.port, tokens=tokens, jitter=not a.no_jitter).start()
+    f = FakeConsul(a.host, a.port, tokens=tokens, jitter=not a.no_jitter,
+                   tls=tuple(a.tls) if a.tls else None).start()
     cport = f.start_control(a.control_port)
-    print(json.dumps({"address": f.address, "control": "%s:%d" % (a.host, cport)}), flush=True)
+    print(json.dumps({"address": f.address, "url": f.url, "control": "%s:%d" % (a.host, cport)}),
+          flush=True)
     signal.sigwait([signal.SIGINT, signal.SIGTERM])
     f.close()
 

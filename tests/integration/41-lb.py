@@ -37,6 +37,24 @@ def test_round_robin_weights_1_3():
     check_eq(endpoint(w, "c", b.address)["requests"], counts["b"], "/clusters requests of b")
 
 
+def test_round_robin_state_survives_snapshot_swaps():
+    """A snapshot swap that does not change a cluster keeps its balancer state: round robin
+    over two equal endpoints stays exactly alternating while a rollout elsewhere changes
+    weight between every request (it used to restart at the first endpoint each swap)."""
+    a, b, g = Origin("a").start(), Origin("b").start(), Origin("g").start()
+    w = Weir({"routes": [route("all", "c"), route("ro", host="ro.test", rollout="ro")],
+              "clusters": [cluster("c", a, b), cluster("blue", g), cluster("green", g)],
+              "rollouts": [{"name": "ro", "blue": "blue", "green": "green"}]}).start()
+    c = w.conn()
+    counts = {}
+    for i in range(100):
+        check_eq(w.admin("PUT", "/rollouts/ro", {"green_weight": i % 101}).status, 200, "PUT")
+        r = get_on(c, "GET", "/")
+        counts[r.header("X-Origin")] = counts.get(r.header("X-Origin"), 0) + 1
+    c.close()
+    check_eq(counts, {"a": 50, "b": 50}, "round robin across 100 swaps")
+
+
 def test_round_robin_two_workers():
     a, b = Origin("a").start(), Origin("b").start()
     w = Weir({"routes": [route("all", "c")],

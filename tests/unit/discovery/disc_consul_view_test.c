@@ -250,10 +250,10 @@ TEST(render)
 
     json_t *v = consul__render(&c);
     char *text = json_dumps(v, JSON_COMPACT);
-    /* green has not answered: no rollout yet, shop routes to its own cluster */
+    /* green has not answered: no rollout yet, shop routes to its own cluster, and blue does
+     * not show alone */
     const char *want1 =
         "{\"clusters\":[{\"name\":\"consul:api\",\"endpoints\":[{\"address\":\"[::1]:9000\","
-        "\"weight\":3}]},{\"name\":\"consul:blue\",\"endpoints\":[{\"address\":\"10.0.0.2:80\","
         "\"weight\":3}]},{\"name\":\"consul:shop\",\"endpoints\":[{\"address\":\"10.0.0.1:80\","
         "\"weight\":3}],\"health_check\":{\"type\":\"http\",\"path\":\"/healthz\"}}],"
         "\"routes\":[{\"name\":\"consul:api\",\"match\":{\"path_prefix\":\"/\"},"
@@ -275,5 +275,29 @@ TEST(render)
     ASSERT_STREQ(text, "{\"name\":\"consul:shop\",\"blue\":\"consul:blue\",\"green\":"
                        "\"consul:green\",\"green_weight\":30,\"sticky\":true}");
     free(text);
+    /* unchanged services bring the same objects: the next view is the same view */
+    json_t *again = consul__render(&c);
+    ASSERT(consul__same_view(again, v));
+    json_decref(again);
+    /* a change that is forgotten and rendered again is a different view */
+    free(shop->eps[0].address);
+    shop->eps[0].address = strdup("10.0.0.9:80");
+    consul__svc_forget(shop, true, false);
+    again = consul__render(&c);
+    ASSERT(!consul__same_view(again, v));
+    text = json_dumps(json_array_get(json_object_get(again, "clusters"), 3), JSON_COMPACT);
+    ASSERT(strstr(text, "10.0.0.9:80") != NULL);
+    free(text);
+    json_decref(again);
     json_decref(v);
+    for (uint32_t b = 0; b < c.n_buckets; b++)
+        for (struct consul_svc *s = c.buckets[b], *next; s != NULL; s = next) {
+            next = s->next;
+            consul__svc_forget(s, true, true);
+            consul__tags_dispose(&s->tags);
+            consul__eps_free(s->eps, s->n_eps);
+            free(s->name);
+            free(s);
+        }
+    free(c.buckets);
 }

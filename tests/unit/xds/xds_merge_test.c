@@ -143,6 +143,50 @@ TEST(route_conflicts_between_sources_only)
     wr_sbuf_dispose(&e);
 }
 
+/* Routes that serve the same requests are a conflict however they are written: host case and
+ * a trailing dot, no path condition against path_prefix "/" (which would otherwise outrank the
+ * earlier source's route and take all its requests), header conditions in another order, with
+ * another name case, or "present": true spelt out. */
+TEST(route_conflicts_normalized)
+{
+    const char *file = BASE
+        ", \"clusters\": [{\"name\": \"c\", \"endpoints\": []}],"
+        " \"routes\": [{\"name\": \"any\", \"match\": {\"host\": \"A.test\"}, \"cluster\": \"c\"},"
+        " {\"name\": \"hdr\", \"match\": {\"host\": \"h.test\", \"path_prefix\": \"/x\","
+        " \"headers\": [{\"name\": \"X-A\", \"exact\": \"1\"}, {\"name\": \"x-b\"}]},"
+        " \"cluster\": \"c\"}]}";
+    json_t *v =
+        jv("{\"routes\": ["
+           "{\"name\": \"k:slash\", \"match\": {\"host\": \"a.test.\", \"path_prefix\": "
+           "\"/\"}, \"cluster\": \"c\"},"
+           "{\"name\": \"k:hdr\", \"match\": {\"host\": \"H.TEST\", \"path_prefix\": \"/x\","
+           " \"headers\": [{\"name\": \"x-b\", \"present\": true}, {\"name\": \"x-a\","
+           " \"exact\": \"1\", \"invert\": false}]}, \"cluster\": \"c\"},"
+           /* not the same requests: kept */
+           "{\"name\": \"k:exact\", \"match\": {\"host\": \"a.test\", \"path_exact\": \"/\"},"
+           " \"cluster\": \"c\"},"
+           "{\"name\": \"k:inv\", \"match\": {\"host\": \"h.test\", \"path_prefix\": \"/x\","
+           " \"headers\": [{\"name\": \"x-b\", \"present\": false}, {\"name\": \"x-a\","
+           " \"exact\": \"1\"}]}, \"cluster\": \"c\"},"
+           "{\"name\": \"k:val\", \"match\": {\"host\": \"h.test\", \"path_prefix\": \"/x\","
+           " \"headers\": [{\"name\": \"x-b\"}, {\"name\": \"x-a\", \"exact\": \"2\"}]},"
+           " \"cluster\": \"c\"}]}");
+    struct xds_view views[] = {{.label = "kubernetes:x", .source = XDS_SRC_KUBERNETES, .view = v}};
+    struct wr_sbuf e = {0};
+    struct xds_snapshot *s = build(file, views, 1, NULL, NULL, &e);
+
+    if (s == NULL)
+        FAIL("%s", e.p);
+    ASSERT(has_conflict(s, "route k:slash of kubernetes:x: serves the same host, path and headers "
+                           "as route any of the file"));
+    ASSERT(has_conflict(s, "route k:hdr of kubernetes:x"));
+    ASSERT_EQ(s->n_conflicts, 2);
+    ASSERT_EQ(s->n_routes, 5);
+    xds_snapshot_unref(s);
+    json_decref(v);
+    wr_sbuf_dispose(&e);
+}
+
 TEST(view_errors_named_by_label)
 {
     json_t *v = jv("{\"clusters\": [{\"name\": \"x\", \"lb_policy\": \"nope\"}],"
@@ -224,6 +268,132 @@ TEST(cache_reuses_unchanged_clusters)
     xds_cache_clear(cache);
     struct xds_snapshot *s3 = build(BASE "}", views, 1, reg, cache, &e);
     ASSERT(s3 != NULL && s3->clusters[0] != s2->clusters[0]);
+    xds_snapshot_unref(s2);
+    xds_snapshot_unref(s3);
+    xds_cache_free(cache);
+    json_decref(v1);
+    json_decref(v2);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    wr_sbuf_dispose(&e);
+}
+
+static json_t *one_cluster_view(const char *route_cluster)
+{
+    return json_pack("{s:[{s:s, s:[{s:s}]}], s:[{s:s, s:{s:s}, s:s}]}", "clusters", "name",
+                     "consul:a", "endpoints", "address", "127.0.0.1:7001", "routes", "name",
+                     "consul:a", "match", "host", "a.test", "cluster", route_cluster);
+}
+
+static int slot_frees;
+
+static void count_free(void *p)
+{
+    slot_frees++;
+    free(p);
+}
+
+/* A build that fails after taking clusters from the cache gives them back untouched: the cache
+ * still serves them, and the objects live on in the snapshots that hold them. */
+TEST(cache_survives_failed_build)
+{
+    struct xds_stats_reg *reg = xds_stats_reg_new(2);
+    struct xds_cache *cache = xds_cache_new();
+    json_t *good = one_cluster_view("consul:a"), *bad = one_cluster_view("consul:nope");
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = good}};
+    struct wr_sbuf e = {0};
+
+    struct xds_snapshot *s1 = build(BASE "}", views, 1, reg, cache, &e);
+    if (s1 == NULL)
+        FAIL("%s", e.p);
+    struct xds_cluster *cl = s1->clusters[0];
+    ASSERT(cl->stats != NULL && cl->eps[0].st != NULL);
+    views[0].view = bad;
+    ASSERT(build(BASE "}", views, 1, reg, cache, &e) == NULL);
+    ASSERT(strstr(e.p, "consul:x: routes[0].cluster: unknown cluster \"consul:nope\"") != NULL);
+    /* the failed build must not have left a reference behind or dropped the cache's */
+    ASSERT_EQ(atomic_load(&cl->refs), 2); /* s1 + the cache */
+    xds_snapshot_unref(s1);
+    ASSERT_EQ(atomic_load(&cl->refs), 1); /* the cache alone */
+    views[0].view = good;
+    struct xds_snapshot *s2 = build(BASE "}", views, 1, reg, cache, &e);
+    ASSERT(s2 != NULL && s2->clusters[0] == cl);
+    ASSERT_STREQ(s2->clusters[0]->eps[0].address, "127.0.0.1:7001");
+    xds_snapshot_unref(s2);
+    xds_cache_free(cache);
+    json_decref(good);
+    json_decref(bad);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    wr_sbuf_dispose(&e);
+}
+
+/* The workers' per-cluster slots are freed once, with the cluster, whoever drops the last
+ * reference: not when one of the snapshots sharing it goes, nor when the cache forgets it
+ * (SIGHUP), while a snapshot still serves it. */
+TEST(wslots_freed_with_the_last_reference)
+{
+    struct xds_stats_reg *reg = xds_stats_reg_new(2);
+    struct xds_cache *cache = xds_cache_new();
+    json_t *v = one_cluster_view("consul:a");
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = v}};
+    struct wr_sbuf e = {0};
+
+    struct xds_snapshot *s1 = build(BASE "}", views, 1, reg, cache, &e);
+    struct xds_snapshot *s2 = build(BASE "}", views, 1, reg, cache, &e);
+    ASSERT(s1 != NULL && s2 != NULL && s1->clusters[0] == s2->clusters[0]);
+    struct xds_cluster *cl = s1->clusters[0];
+    for (unsigned i = 0; i < cl->n_wslots; i++) {
+        cl->wslots[i].p = malloc(16);
+        cl->wslots[i].free_fn = count_free;
+    }
+    xds_snapshot_unref(s1);
+    ASSERT_EQ(slot_frees, 0);
+    xds_cache_clear(cache);
+    ASSERT_EQ(slot_frees, 0);
+    ASSERT_STREQ(s2->clusters[0]->name, "consul:a");
+    xds_snapshot_unref(s2);
+    ASSERT_EQ(slot_frees, 2);
+    xds_cache_free(cache);
+    json_decref(v);
+    xds_stats_reg_sweep(reg);
+    xds_stats_reg_free(reg);
+    wr_sbuf_dispose(&e);
+}
+
+/* A provider that hands the same objects over for what did not change: reused by identity. */
+TEST(cache_reuses_view_objects_by_identity)
+{
+    struct xds_stats_reg *reg = xds_stats_reg_new(1);
+    struct xds_cache *cache = xds_cache_new();
+    json_t *v1 = big_view(200, 3, -1);
+    json_t *c1 = json_object_get(v1, "clusters");
+    json_t *c2 = json_array();
+    for (size_t i = 0; i < json_array_size(c1); i++)
+        json_array_append(c2, json_array_get(c1, i));
+    json_array_set_new(
+        c2, 7,
+        json_pack("{s:s, s:[{s:s}]}", "name", "consul:s7", "endpoints", "address", "10.9.9.9:80"));
+    json_t *v2 = json_pack("{s:o, s:O}", "clusters", c2, "routes", json_object_get(v1, "routes"));
+    struct xds_view views[] = {{.label = "consul:x", .source = XDS_SRC_CONSUL, .view = v1}};
+    struct wr_sbuf e = {0};
+
+    struct xds_snapshot *s1 = build(BASE "}", views, 1, reg, cache, &e);
+    if (s1 == NULL)
+        FAIL("%s", e.p);
+    views[0].view = v2;
+    struct xds_snapshot *s2 = build(BASE "}", views, 1, reg, cache, &e);
+    if (s2 == NULL)
+        FAIL("%s", e.p);
+    for (uint32_t i = 0; i < 200; i++)
+        ASSERT(i == 7 ? s1->clusters[i] != s2->clusters[i] : s1->clusters[i] == s2->clusters[i]);
+    ASSERT_STREQ(s2->clusters[7]->eps[0].address, "10.9.9.9:80");
+    /* the same object under another source is not the same cluster */
+    views[0].source = XDS_SRC_KUBERNETES;
+    struct xds_snapshot *s3 = build(BASE "}", views, 1, reg, cache, &e);
+    ASSERT(s3 != NULL && s3->clusters[0] != s2->clusters[0]);
+    ASSERT_EQ(s3->clusters[0]->source, XDS_SRC_KUBERNETES);
+    xds_snapshot_unref(s1);
     xds_snapshot_unref(s2);
     xds_snapshot_unref(s3);
     xds_cache_free(cache);
@@ -362,6 +532,9 @@ TEST(view_certificates_served_by_sni_and_shared)
     /* the same certificates: the same TLS object; another set: a new one */
     struct xds_snapshot *s2 = build(file, views, 1, reg, cache, &e);
     ASSERT(s2 != NULL && s2->listeners[0].tls == s1->listeners[0].tls);
+    /* the note stays while the certificate is in the view, cached TLS object or not */
+    ASSERT(has_conflict(s2, "certificate for bad.test of kubernetes:x"));
+    ASSERT_EQ(s2->n_conflicts, 1);
     json_array_remove(json_object_get(v1, "certificates"), 2);
     struct xds_snapshot *s3 = build(file, views, 1, reg, cache, &e);
     ASSERT(s3 != NULL && s3->listeners[0].tls != s1->listeners[0].tls);
