@@ -433,6 +433,27 @@ def test_hung_api_server_keeps_the_view():
     wait_routed(w, "app.example.com", "/p/echo", timeout=40)
 
 
+def test_a_quiet_cluster_is_not_stale():
+    # stale_after_ms: nothing changes for longer, but the watches' bookmarks (every second
+    # here) keep confirming the view, so /ready stays 200
+    kube = Kube(bookmark_interval=0.5)
+    port, (o1,) = origins(1)
+    kube.apply(service("app", annotations={"weir.io/expose": "true",
+                                           "weir.io/host": "app.example.com"}),
+               slice_("app-1", "app", port, [endpoint("127.0.0.2")]))
+    w = weir_for(kube, stale_after_ms=2000)
+    wait_routed(w, "app.example.com")
+    time.sleep(4)
+    check_eq(w.admin("GET", "/ready").status, 200, "/ready after 4 s without a change")
+    check_eq(metric(w.metrics(), "weir_discovery_stale"), 0, "weir_discovery_stale")
+    # the API server away for longer than stale_after_ms: stale, and still serving
+    kube.k.down(4, mode="refuse")
+    wait_for(lambda: w.admin("GET", "/ready").status == 503, timeout=10, what="stale")
+    check_eq(get_host(w, "app.example.com")[0], 200, "serving while stale")
+    wait_for(lambda: w.admin("GET", "/ready").status == 200, timeout=40 * SLOW,
+             what="fresh again after the outage")
+
+
 # ---- leader election -----------------------------------------------------------------------
 
 def lease_holder(kube):
