@@ -18,7 +18,7 @@ static const struct disc_ops *const ops_by_type[] = {
     &disc__file_ops,   /* XDS_SRC_FILE */
     &disc__dns_ops,    /* XDS_SRC_DNS_SRV */
     &disc__consul_ops, /* XDS_SRC_CONSUL */
-    NULL,              /* XDS_SRC_KUBERNETES: disc_k8s.c */
+    &disc__k8s_ops,    /* XDS_SRC_KUBERNETES */
 };
 
 static const char *const reason_names[DISC_ERR_COUNT] = {
@@ -64,6 +64,8 @@ static void copy_cfg(struct xds_discovery *d, const struct xds_discovery *s)
     d->kubeconfig = dup_or_null(s->kubeconfig);
     d->ingress_class = dup_or_null(s->ingress_class);
     d->namespaces = dup_strv(s->namespaces, s->n_namespaces);
+    d->publish_address = dup_or_null(s->publish_address);
+    d->publish_service = dup_or_null(s->publish_service);
 }
 
 static void free_cfg(struct xds_discovery *d)
@@ -79,6 +81,8 @@ static void free_cfg(struct xds_discovery *d)
     free(d->kubeconfig);
     free(d->ingress_class);
     free_strv(d->namespaces, d->n_namespaces);
+    free(d->publish_address);
+    free(d->publish_service);
 }
 
 static char *make_label(const struct xds_discovery *d)

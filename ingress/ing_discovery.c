@@ -75,6 +75,8 @@ static char *settings_key(const struct xds_discovery *d)
     wr_sbuf_printf(&b, "%u\x01", d->n_namespaces);
     for (uint32_t i = 0; i < d->n_namespaces; i++)
         add_str(&b, d->namespaces[i]);
+    add_str(&b, d->publish_address);
+    add_str(&b, d->publish_service);
     return b.p;
 }
 

@@ -6,6 +6,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build pkg-config
       libuv1-dev libssl-dev libnghttp2-dev libcurl4-openssl-dev libjansson-dev libc-ares-dev
+      libyaml-dev
       zlib1g-dev libbrotli-dev libpcre2-dev curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(python3 python3-h2 python3-httpx nghttp2-client clang libclang-rt-14-dev

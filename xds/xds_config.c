@@ -647,6 +647,37 @@ static char **parse_strv(struct xds__cfg *c, json_t *o, const char *key, uint32_
     return v;
 }
 
+/* kubernetes "publish_address": "203.0.113.10,lb.example.com" (IPs and host names) or
+ * "publish_service": "namespace/name"; at most one. */
+static void parse_publish(struct xds__cfg *c, json_t *o, struct xds_discovery *d)
+{
+    if (xds__cfg_str(c, o, "publish_address", XDS__NULLABLE | XDS__NONEMPTY, NULL,
+                     &d->publish_address) &&
+        d->publish_address != NULL) {
+        char *copy = wr_xstrdup(d->publish_address), *save = NULL;
+        unsigned char ip[16];
+        for (char *a = strtok_r(copy, ",", &save); a != NULL; a = strtok_r(NULL, ",", &save)) {
+            if (inet_pton(AF_INET, a, ip) != 1 && inet_pton(AF_INET6, a, ip) != 1 &&
+                !xds__cfg_host_name(a, strlen(a))) {
+                xds__cfg_err(c, "publish_address",
+                             "\"%s\" must be an IP address or a host name (comma-separated)", a);
+                break;
+            }
+        }
+        free(copy);
+    }
+    if (xds__cfg_str(c, o, "publish_service", XDS__NULLABLE | XDS__NONEMPTY, NULL,
+                     &d->publish_service) &&
+        d->publish_service != NULL) {
+        const char *slash = strchr(d->publish_service, '/');
+        if (slash == NULL || slash == d->publish_service || slash[1] == '\0' ||
+            strchr(slash + 1, '/') != NULL)
+            xds__cfg_err(c, "publish_service", "must be \"namespace/name\"");
+    }
+    if (d->publish_address != NULL && d->publish_service != NULL)
+        xds__cfg_err(c, "publish_service", "must not be set with \"publish_address\"");
+}
+
 static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *d)
 {
     static const char *const types[] = {"file", "dns_srv", "consul", "kubernetes", NULL};
@@ -655,7 +686,8 @@ static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *
         {"type", "name", "cluster", "resolvers", "stale_after_ms", NULL},
         {"type", "address", "token_file", "ca_file", "datacenter", "wait_ms", "stale_after_ms",
          NULL},
-        {"type", "kubeconfig", "ingress_class", "namespaces", "stale_after_ms", NULL},
+        {"type", "kubeconfig", "ingress_class", "namespaces", "stale_after_ms", "publish_address",
+         "publish_service", NULL},
     };
     char *type = NULL;
     unsigned t = 0;
@@ -697,6 +729,7 @@ static void parse_provider(struct xds__cfg *c, json_t *o, struct xds_discovery *
         xds__cfg_file(c, o, "kubeconfig", XDS__NULLABLE, false, &d->kubeconfig);
         xds__cfg_str(c, o, "ingress_class", XDS__NONEMPTY, "weir", &d->ingress_class);
         d->namespaces = parse_strv(c, o, "namespaces", &d->n_namespaces, false);
+        parse_publish(c, o, d);
         break;
     }
 }

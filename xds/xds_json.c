@@ -231,6 +231,10 @@ static json_t *discovery_json(const struct xds_discovery *d)
         set(o, "kubeconfig", str_or_null(d->kubeconfig));
         set(o, "ingress_class", json_string(d->ingress_class));
         set(o, "namespaces", strv(d->namespaces, d->n_namespaces));
+        if (d->publish_address != NULL)
+            set(o, "publish_address", json_string(d->publish_address));
+        if (d->publish_service != NULL)
+            set(o, "publish_service", json_string(d->publish_service));
         break;
     }
     set(o, "stale_after_ms", json_integer(d->stale_after_ms));

@@ -202,6 +202,8 @@ static void free_discovery(struct xds_discovery *d)
     free(d->kubeconfig);
     free(d->ingress_class);
     free_strv(d->namespaces, d->n_namespaces);
+    free(d->publish_address);
+    free(d->publish_service);
 }
 
 void xds__snapshot_free(struct xds_snapshot *s)

@@ -385,6 +385,11 @@ struct xds_discovery {
     char *kubeconfig, *ingress_class;
     char **namespaces;
     uint32_t n_namespaces;
+    /* kubernetes (extension, docs/kubernetes.md): the address written to the status of the
+     * Ingresses weir serves, by the elected replica: a comma-separated list of IPs and host
+     * names, or the "namespace/name" of a Service whose status.loadBalancer is copied. At most
+     * one of the two; none: no status is written and no leader is elected. */
+    char *publish_address, *publish_service;
 };
 
 #define XDS_HIST_BUCKETS 14

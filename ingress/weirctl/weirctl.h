@@ -6,6 +6,7 @@
  * weirctl_target.c     picks the target from the options (--admin, --consul, --kubernetes)
  * weirctl_target_admin.c   the weir admin API (INTERFACES.md §3)
  * weirctl_target_consul.c  the Consul KV key weir/rollouts/NAME (§4b)
+ * weirctl_target_kube.c    the weir.io/green-weight annotation of a Service (§4, §5)
  * weirctl_consul_kv.c  that key's JSON and base64 (pure functions)
  * weirctl_rollout.c    rollout status / set / promote / rollback
  * weirctl_step.c       rollout step: raise the weight step by step, watch, roll back
@@ -162,6 +163,10 @@ char *wctl_read_token(const char *path);
 
 struct wctl_target *wctl_target_admin_new(const char *url, const char *token);
 struct wctl_target *wctl_target_consul_new(const char *url, const char *token);
+/* The Service <name>'s weir.io/ annotations through the Kubernetes API (weirctl_target_kube.c):
+ * namespace <ns> (NULL: the context's), kubeconfig <kubeconfig> (NULL: $KUBECONFIG,
+ * ~/.kube/config, else in-cluster). NULL (reported) when the settings cannot be read. */
+struct wctl_target *wctl_target_kube_new(const char *ns, const char *kubeconfig);
 
 /* ---- the rollout commands (weirctl_rollout.c, weirctl_step.c) ---------------------------- */
 

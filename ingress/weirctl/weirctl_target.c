@@ -4,9 +4,10 @@
  *                                      token from --token-file, else $WEIR_ADMIN_TOKEN
  *   --consul URL [--token-file F]      the Consul KV key weir/rollouts/NAME; ACL token from
  *                                      --token-file, else $CONSUL_HTTP_TOKEN (Consul's own name)
- *   --kubernetes [--namespace NS] [--kubeconfig F]   accepted, not available in this build
+ *   --kubernetes [--namespace NS] [--kubeconfig F]   the weir.io/green-weight annotation of the
+ *                                      Service NAME (weirctl_target_kube.c)
  *
- * A target is a struct wctl_target_ops; adding one (Kubernetes) means one more constructor here.
+ * A target is a struct wctl_target_ops; adding one means one more constructor here.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -119,10 +120,8 @@ struct wctl_target *wctl_target_new(const struct wctl_args *a)
     bool failed;
     char *token;
 
-    if (a->val[WCTL_OPT_KUBERNETES] != NULL) {
-        wctl_fail("the --kubernetes target is not available in this build");
-        return NULL;
-    }
+    if (a->val[WCTL_OPT_KUBERNETES] != NULL)
+        return wctl_target_kube_new(a->val[WCTL_OPT_NAMESPACE], a->val[WCTL_OPT_KUBECONFIG]);
     if (a->val[WCTL_OPT_CONSUL] != NULL) {
         token = token_of(a, "CONSUL_HTTP_TOKEN", &failed);
         t = failed ? NULL : wctl_target_consul_new(a->val[WCTL_OPT_CONSUL], token);

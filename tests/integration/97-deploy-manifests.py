@@ -45,11 +45,11 @@ LABELS = {"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "ingr
 # rules with the requests it records on the fake API server). (group, resource) -> verbs.
 EXPECTED_CLUSTER_RULES = {
     ("", "services"): {"list", "watch"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("", "secrets"): {"list", "watch"},
     ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
     ("networking.k8s.io", "ingresses"): {"list", "watch"},
     ("networking.k8s.io", "ingressclasses"): {"list", "watch"},
-    ("networking.k8s.io", "ingresses/status"): {"update", "patch"},
+    ("networking.k8s.io", "ingresses/status"): {"patch"},
 }
 EXPECTED_NAMESPACE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 

@@ -873,6 +873,27 @@ TEST(discovery)
     xds_snapshot_unref(s);
 }
 
+TEST(discovery_kubernetes_publish)
+{
+    bad_body("'discovery': [{'type': 'kubernetes', 'publish_address': '203.0.113.10,bad_name'}]",
+             "weir.json: discovery[0].publish_address: \"bad_name\" must be an IP address or a "
+             "host name (comma-separated)");
+    bad_body("'discovery': [{'type': 'kubernetes', 'publish_service': 'weir'}]",
+             "weir.json: discovery[0].publish_service: must be \"namespace/name\"");
+    bad_body("'discovery': [{'type': 'kubernetes', 'publish_service': 'a/b', "
+             "'publish_address': '10.0.0.1'}]",
+             "weir.json: discovery[0].publish_service: must not be set with \"publish_address\"");
+    bad_body("'discovery': [{'type': 'consul', 'address': 'http://x', 'publish_address': 'a'}]",
+             "weir.json: discovery[0].publish_address: unknown key");
+    struct xds_snapshot *s =
+        ok_body("'discovery': [{'type': 'kubernetes', 'publish_address': '203.0.113.10,2001:db8::1,"
+                "lb.example.com'}, {'type': 'kubernetes', 'publish_service': 'weir/weir'}]");
+    ASSERT_STREQ(s->discovery[0].publish_address, "203.0.113.10,2001:db8::1,lb.example.com");
+    ASSERT(s->discovery[0].publish_service == NULL);
+    ASSERT_STREQ(s->discovery[1].publish_service, "weir/weir");
+    xds_snapshot_unref(s);
+}
+
 TEST(multiple_errors_all_reported)
 {
     struct wr_sbuf e = {0};
