@@ -367,7 +367,7 @@ static void endpoint_family(struct wr_sbuf *b, struct xds_snapshot *s, enum ep_m
             const struct lbl l[2] = {{"cluster", c->name}, {"endpoint", c->eps[j].address}};
             switch (m) {
             case EPM_HEALTHY:
-                sample_u64(b, name, l, 2, ep_flags(st) == 0);
+                sample_u64(b, name, l, 2, ep_flags(st) == 0 && !c->eps[j].draining);
                 break;
             case EPM_REQUESTS:
                 sample_u64(b, name, l, 2, t.requests);

@@ -295,6 +295,13 @@ int main(int argc, char **argv)
 
     if (rc != 0)
         return rc;
+    /* Run as the kubectl plugin (`kubectl weir ...`), the target is the cluster kubectl talks
+     * to unless another one is named. */
+    const char *base = strrchr(argv[0], '/');
+    base = base != NULL ? base + 1 : argv[0];
+    if (strcmp(base, "kubectl-weir") == 0 && a.val[WCTL_OPT_ADMIN] == NULL &&
+        a.val[WCTL_OPT_CONSUL] == NULL && a.val[WCTL_OPT_KUBERNETES] == NULL)
+        a.val[WCTL_OPT_KUBERNETES] = "";
     if (a.val[WCTL_OPT_VERSION] != NULL) {
         printf("weirctl %s\n", WEIR_VERSION);
         return 0;

@@ -128,8 +128,9 @@ def test_kubectl_weir_plugin():
                     "--namespace", "default")
     check_eq(p.returncode, 0, "kubectl weir set (stderr %r)" % p.stderr)
     wait_for(lambda: all(weight_of(w) == 30 for w in ws), timeout=5 * SLOW, what="30")
-    p = kube_plugin(kube, env, "rollout", "rollback", "shop", "--kubernetes")
-    check_eq(p.returncode, 0, "kubectl weir rollback")
+    # run as the kubectl plugin, the cluster is the default target
+    p = kube_plugin(kube, env, "rollout", "rollback", "shop")
+    check_eq(p.returncode, 0, "kubectl weir rollback without --kubernetes (%r)" % p.stderr)
     wait_for(lambda: all(weight_of(w) == 0 for w in ws), timeout=5 * SLOW, what="0")
     p = kube_plugin(kube, env, "rollout", "status", "shop", "--kubernetes", "--json",
                     "--sample", "0")
