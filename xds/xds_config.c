@@ -877,8 +877,13 @@ static struct xds_snapshot *parse(const char *text, size_t len, const char *name
     struct xds__cfg c = {.name = name, .base_dir = base_dir, .errors = errors};
     struct xds_snapshot *s = NULL;
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* The same text as the last build (a rollout weight change, a discovery update): its parsed
+     * tree is reused, and with it the identity of its objects (xds_config_cluster.c). */
+    json_t *root = a->reg != NULL ? xds__cache_root(a->cache, text, len) : NULL;
 
+    if (root == NULL && (root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr)) != NULL &&
+        a->reg != NULL)
+        xds__cache_root_put(a->cache, text, len, root);
     if (root == NULL) {
         wr_sbuf_printf(errors, "%s: line %d column %d: %s\n", name, jerr.line, jerr.column,
                        jerr.text);

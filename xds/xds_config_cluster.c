@@ -473,7 +473,30 @@ struct xds_cache {
     } * tls;
 
     uint32_t n_tls;
+    char *root_text; /* the config text whose parsed tree <root> is */
+    size_t root_len;
+    json_t *root;
 };
+
+json_t *xds__cache_root(struct xds_cache *c, const char *text, size_t len)
+{
+    if (c == NULL || c->root == NULL || c->root_len != len || memcmp(c->root_text, text, len) != 0)
+        return NULL;
+    return json_incref(c->root);
+}
+
+void xds__cache_root_put(struct xds_cache *c, const char *text, size_t len, json_t *root)
+{
+    if (c == NULL)
+        return;
+    free(c->root_text);
+    json_decref(c->root);
+    c->root_text = wr_xmalloc(len + 1);
+    memcpy(c->root_text, text, len);
+    c->root_text[len] = '\0';
+    c->root_len = len;
+    c->root = json_incref(root);
+}
 
 struct xds_listener_tls *xds__cache_tls_get(struct xds_cache *c, const char *key)
 {
@@ -540,6 +563,11 @@ void xds_cache_clear(struct xds_cache *c)
     free(c->tls);
     c->tls = NULL;
     c->n_tls = 0;
+    free(c->root_text);
+    json_decref(c->root);
+    c->root_text = NULL;
+    c->root = NULL;
+    c->root_len = 0;
 }
 
 void xds_cache_free(struct xds_cache *c)
@@ -606,11 +634,17 @@ static void cache_take(struct xds_cache *cache, struct xds_snapshot *s, char **k
         }
         fresh.n++;
     }
-    /* keep the TLS entries: move them over before clearing the old cluster entries */
+    /* keep the TLS entries and the parsed text: move them over before clearing the old
+     * cluster entries */
     fresh.tls = cache->tls;
     fresh.n_tls = cache->n_tls;
     cache->tls = NULL;
     cache->n_tls = 0;
+    fresh.root_text = cache->root_text;
+    fresh.root_len = cache->root_len;
+    fresh.root = cache->root;
+    cache->root_text = NULL;
+    cache->root = NULL;
     xds_cache_clear(cache);
     *cache = fresh;
     cache_tls_prune(cache, s);
@@ -657,8 +691,7 @@ void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32
         }
         if (cl == NULL)
             cl = parse_cluster(c, it->obj, it->source);
-        c->cluster_srcs[s->n_clusters] =
-            it->filled || it->source == XDS_SRC_STATIC ? NULL : it->obj;
+        c->cluster_srcs[s->n_clusters] = it->filled ? NULL : it->obj;
         c->cluster_keys[s->n_clusters] = key;
         s->clusters[s->n_clusters++] = cl;
         /* Registered even when invalid, so that references do not add "unknown" errors. */

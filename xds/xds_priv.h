@@ -184,6 +184,10 @@ void xds__cfg_item_leave(struct xds__cfg *c, struct xds__item_mark m);
  * (xds_config_cluster.c). A cluster whose settings are wrong keeps its name, so references to
  * it do not add "unknown cluster" errors. */
 void xds__cfg_clusters(struct xds__cfg *c, const struct xds__item *items, uint32_t n);
+/* The parsed config tree of <text> when the cache holds it (a new reference), else NULL; and
+ * the remembering of one (the cache takes its own reference). Either accepts a NULL cache. */
+json_t *xds__cache_root(struct xds_cache *cache, const char *text, size_t len);
+void xds__cache_root_put(struct xds_cache *cache, const char *text, size_t len, json_t *root);
 /* Once a build succeeded: the cache (if any) now holds exactly this build's clusters. */
 void xds__cfg_cluster_cache(struct xds__cfg *c);
 void xds__cluster_unref(struct xds_cluster *cl); /* NULL is a no-op */
