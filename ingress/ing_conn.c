@@ -26,6 +26,8 @@ static void req_finish(struct ing_req *r);
 static void req_abort(struct ing_req *r);
 static void client_read_start(struct ing_conn *c);
 static void client_read_stop(struct ing_conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- canned answers ---- */
 
@@ -89,9 +91,68 @@ void ing__conn_close(struct ing_conn *c)
         _Atomic uint64_t *k = xds_counters_w(c->lst->stats, c->w->idx);
         xds_ctr_add(&k[0], (uint64_t)-1);
     }
-    if (c->tls != NULL)
+    if (c->tls != NULL && !c->lingering)
         ing__tls_shutdown(c->tls);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+/* ---- lingering close ----
+ *
+ * Closing a socket whose receive queue holds unread bytes makes the kernel send a reset, and a
+ * reset can destroy the response the client has not read yet. So when a connection closes after
+ * a response while the client may still be sending (an unread request body, pipelined requests),
+ * weir sends close_notify (TLS), half-closes, and reads and drops what comes until the client's
+ * FIN, for at most LINGER_MS and LINGER_MAX_BYTES (nginx's lingering_close does the same). */
+
+#define LINGER_MS        5000
+#define LINGER_MAX_BYTES (1u << 20)
+
+static void on_linger_shutdown(uv_shutdown_t *sr, int status)
+{
+    struct ing_conn *c = sr->data;
+
+    free(sr);
+    if (status < 0 && status != UV_ECANCELED)
+        ing__conn_close(c);
+}
+
+static void conn_linger(struct ing_conn *c)
+{
+    uv_shutdown_t *sr = malloc(sizeof(*sr));
+
+    if (sr == NULL) {
+        ing__conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->state = ING_C_CLOSING;
+    c->linger_bytes = 0;
+    if (c->tls != NULL)
+        ing__tls_shutdown(c->tls);
+    sr->data = c;
+    if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_linger_shutdown) != 0) {
+        free(sr);
+        ing__conn_close(c);
+        return;
+    }
+    ing__buf_release(c->w, &c->in);
+    ing__tq_add(c->w, &c->tn, ING_TQ_CLIENT_SEND, LINGER_MS);
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+/* Whether the client may still be sending when the connection closes after <r>. */
+static bool conn_should_linger(const struct ing_conn *c, const struct ing_req *r)
+{
+    if (c->eof || c->closing || c->state == ING_C_TUNNEL || c->w->draining)
+        return false;
+    if (!r->req_done || c->in.off < c->in.len)
+        return true;
+    if (c->tls != NULL) {
+        const struct ing_buf *cin = ing__tls_cin(c->tls);
+        return cin->off < cin->len;
+    }
+    return false;
 }
 
 /* ---- TLS callbacks of a client connection ---- */
@@ -198,7 +259,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
 
-    if (c->tls != NULL) {
+    if (c->tls != NULL && !c->lingering) {
         ing__tls_alloc(c->tls, buf);
         return;
     }
@@ -215,6 +276,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(s, struct ing_conn, tcp);
 
+    if (c->lingering) { /* drop what comes; close at EOF, error or the byte limit */
+        if (nread > 0)
+            c->linger_bytes += (uint32_t)WR_MIN((size_t)nread, LINGER_MAX_BYTES);
+        c->in.off = c->in.len = 0;
+        if (nread < 0 || c->linger_bytes >= LINGER_MAX_BYTES)
+            ing__conn_close(c);
+        return;
+    }
     if (nread > 0 && c->tls != NULL) {
         struct ing_buf *cin = ing__tls_cin(c->tls);
         cin->len += (uint32_t)nread;
@@ -1047,6 +1116,8 @@ static void conn_process(struct ing_conn *c)
 {
     struct ing_worker *w = c->w;
 
+    if (c->lingering)
+        return;
     if (c->proxy_pending && (c->in.len == c->in.off || !ing__conn_proxy_header(c, &c->in)))
         return;
     if (c->h2 != NULL) {
@@ -2001,6 +2072,11 @@ static void req_finish(struct ing_req *r)
         c->in.off = r->body_off;
     c->req = NULL;
     r->c = NULL;
+    if (!keep && conn_should_linger(c, r)) {
+        req_try_free(r);
+        conn_linger(c);
+        return;
+    }
     req_try_free(r);
     if (!keep) {
         ing__conn_close(c);
@@ -2043,7 +2119,7 @@ void ing__conn_drain(struct ing_conn *c)
         ing__h2_drain(c);
         return;
     }
-    if (c->state == ING_C_IDLE && c->req == NULL)
+    if ((c->state == ING_C_IDLE && c->req == NULL) || c->lingering)
         ing__conn_close(c);
 }
 

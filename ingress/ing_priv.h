@@ -125,7 +125,9 @@ struct ing_conn {
     uint8_t closing : 1;
     uint8_t close_after : 1;   /* close once the current response is written */
     uint8_t proxy_pending : 1; /* a PROXY protocol header must come first */
+    uint8_t lingering : 1;     /* answered and half-closed: reading to EOF before the close */
     uint32_t nreqs;
+    uint32_t linger_bytes; /* discarded while lingering */
 };
 
 enum ing_up_state {
