@@ -545,6 +545,7 @@ static void req_try_free(struct ing_req *r)
         ing__snap_unpin(w, r->sr);
     r->sr = NULL;
     ing__buf_release(w, &r->h2trl);
+    ing__buf_release(w, &r->rtrl);
     ing__req_put(w, r);
 }
 
@@ -1242,8 +1243,59 @@ static void conn_process(struct ing_conn *c)
 
 static void on_upstream_written(uv_write_t *wr, int status);
 
+/* Appends <n> bytes to the malloc'd buffer <b> (its capacity doubles from 256). */
+static bool buf_add(struct ing_worker *w, struct ing_buf *b, const char *p, uint32_t n)
+{
+    if (b->len + n > b->cap) {
+        uint32_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *nb = malloc(cap);
+        if (nb == NULL)
+            return false;
+        if (b->len > 0)
+            memcpy(nb, b->base, b->len);
+        uint32_t len = b->len;
+        ing__buf_release(w, b);
+        *b = (struct ing_buf){.base = nb, .cap = cap, .len = len};
+    }
+    memcpy(b->base + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+/* The HTTP/2 client's trailers (records in r->h2trl) as the last chunk of an HTTP/1.1 chunked
+ * body: "0" CRLF, the fields, CRLF. The text replaces the records in r->h2trl. Returns false
+ * when there are none (or no memory: they are dropped then). */
+static bool h2_trailers_chunk(struct ing_req *r)
+{
+    struct wr_str names[ING_MAX_HDRS], values[ING_MAX_HDRS];
+    unsigned k = ing__trl_list(&r->h2trl, names, values, ING_MAX_HDRS);
+    size_t len = 5;
+
+    if (k == 0)
+        return false;
+    for (unsigned i = 0; i < k; i++)
+        len += names[i].len + values[i].len + 4;
+    char *out = malloc(len), *p = out;
+    if (out == NULL)
+        return false;
+    p = PUTLIT(p, "0\r\n");
+    for (unsigned i = 0; i < k; i++) {
+        p = put(p, names[i].p, names[i].len);
+        p = PUTLIT(p, ": ");
+        p = put(p, values[i].p, values[i].len);
+        p = PUTLIT(p, "\r\n");
+    }
+    p = PUTLIT(p, "\r\n");
+    ing__buf_release(r->sr_worker, &r->h2trl);
+    r->h2trl = (struct ing_buf){.base = out, .cap = (uint32_t)len, .len = (uint32_t)(p - out)};
+    return true;
+}
+
 /* The body of an HTTP/2 stream, for the HTTP/1.1 upstream: fixed length as it is, unknown
- * length re-framed as chunked. Fills bufs[*n...] and returns the source bytes taken. */
+ * length (or one with trailers) re-framed as chunked, the trailers in the last chunk. Fills
+ * bufs[*n...] and returns the source bytes taken. */
 static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
 {
     static char crlf_end[] = "\r\n0\r\n\r\n";
@@ -1263,15 +1315,18 @@ static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
     }
     /* chunked: "<hex>\r\n" data "\r\n", and "0\r\n\r\n" once the client ended the stream */
     bool end = r->h2_end_stream;
+    bool trl = end && h2_trailers_chunk(r);
     if (avail > 0) {
         int hl = snprintf(r->chunk_hdr, sizeof(r->chunk_hdr), "%x\r\n", avail);
         bufs[(*n)++] = uv_buf_init(r->chunk_hdr, (unsigned)hl);
         bufs[(*n)++] = uv_buf_init(b->base + b->off, avail);
-        bufs[(*n)++] = uv_buf_init(crlf_end, end ? sizeof(crlf_end) - 1 : 2);
+        bufs[(*n)++] = uv_buf_init(crlf_end, end && !trl ? sizeof(crlf_end) - 1 : 2);
         body = avail;
-    } else if (end) {
+    } else if (end && !trl) {
         bufs[(*n)++] = uv_buf_init(crlf_end + 2, sizeof(crlf_end) - 3);
     }
+    if (trl)
+        bufs[(*n)++] = uv_buf_init(r->h2trl.base, r->h2trl.len);
     if (end)
         r->req_done = 1;
     return body;
@@ -2171,12 +2226,21 @@ long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
             break;
         case ING_H1_BODY_CHUNKED: {
             struct take_ctx t = {dst + sent};
+            uint32_t trl0 = r->respb.ck.trailer_len;
             long k = ing_h1_chunked_scan(&r->respb.ck, start, in, take_cb, &t);
             if (k < 0) {
                 count_failure(r);
                 return -1;
             }
             take = (uint32_t)k;
+            /* The trailer section is the last thing in a chunked body: the bytes the scanner
+             * counted as trailer in this call are the last it took. Kept for the HTTP/2
+             * client (ing_h2.c sends them as a HEADERS frame after the data). */
+            uint32_t tn = r->respb.ck.trailer_len - trl0;
+            if (tn > 0 && !buf_add(r->sr_worker, &r->rtrl, start + take - tn, tn)) {
+                count_failure(r);
+                return -1;
+            }
             n = (uint32_t)(t.out - (dst + sent));
             r->respb.done = r->respb.ck.done;
             break;

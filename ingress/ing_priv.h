@@ -194,7 +194,9 @@ struct ing_req {
     uint32_t body_ready;   /* HTTP/1.1 client, HTTP/2 upstream: de-chunked bytes at body_off */
     struct ing_buf h2hdr;  /* copies of the header block */
     struct ing_buf h2body; /* request body received, not yet forwarded */
-    struct ing_buf h2trl;  /* request trailers of an HTTP/2 client (ing__trl_add records) */
+    struct ing_buf h2trl;  /* request trailers of an HTTP/2 client (ing__trl_add records; for an
+                            * HTTP/1.1 upstream, replaced by their serialized last chunk) */
+    struct ing_buf rtrl;   /* raw trailer section of an HTTP/1.1 chunked response (HTTP/2 client) */
     const char *canned;    /* an answer of our own (HTTP/2 error body) */
     uint32_t canned_len, canned_off;
     char chunk_hdr[24]; /* chunk-size line when re-framing an HTTP/2 body for HTTP/1.1 */
@@ -463,6 +465,7 @@ const char *ing__h2up_tail(struct ing_req *r, uint32_t *len);
 void ing__h2up_timeout(struct ing_up *u, uint8_t kind);
 void ing__h2up_close_idle(struct ing_up *u);
 void ing__h2_defer_schedule(struct ing_worker *w);
+bool ing__trl_forbidden(const char *name, size_t len);
 bool ing__trl_add(struct ing_worker *w, struct ing_buf *b, const void *name, size_t nl,
                   const void *value, size_t vl, uint32_t limit);
 unsigned ing__trl_list(const struct ing_buf *b, struct wr_str *names, struct wr_str *values,
