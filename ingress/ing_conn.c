@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <weir/hc.h>
 
@@ -862,6 +864,15 @@ static bool build_upstream_head(struct ing_req *r, struct wr_str host)
             }
         }
     }
+    if (r->h2_xconnect) {
+        /* RFC 8441 §5: HTTP/2 clients send no key; the HTTP/1.1 handshake needs one. */
+        unsigned char key[16];
+        if (RAND_bytes(key, sizeof(key)) != 1)
+            return false;
+        p = PUTLIT(p, "Sec-WebSocket-Key: ");
+        p += EVP_EncodeBlock((unsigned char *)p, key, sizeof(key));
+        p = PUTLIT(p, "\r\n");
+    }
     p = PUTLIT(p, "\r\n");
     b->len = (uint32_t)(p - b->base);
     b->off = 0;
@@ -989,7 +1000,7 @@ static void req_route(struct ing_req *r)
         /* HTTP/2 upstream: the header list is made when the stream is submitted. CONNECT
          * would need RFC 9113 §8.5 tunnels, and HTTP/2 has no Upgrade (§8.6): an upgrade
          * request goes on as the plain request it also is. */
-        if (m->method_id == ING_H1_M_CONNECT) {
+        if (m->method_id == ING_H1_M_CONNECT || r->h2_xconnect) {
             req_error(r, 501, true);
             return;
         }
@@ -1040,8 +1051,8 @@ void ing__req_start_h2(struct ing_req *r, int status)
     r->sr = ing__snap_pin(r->sr_worker);
     r->reqb.kind = m->body;
     r->reqb.remaining = m->content_length;
-    r->req_done =
-        m->body == ING_H1_BODY_NONE || (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->req_done = !r->h2_xconnect && (m->body == ING_H1_BODY_NONE ||
+                                      (m->body == ING_H1_BODY_LENGTH && m->content_length == 0));
     r->client_keep = 1;
     if (status != 0) {
         req_error(r, status, false);
@@ -1304,6 +1315,13 @@ static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
 
     if (r->req_done)
         return 0;
+    if (r->h2_xconnect) { /* WebSocket bytes, as they are */
+        if (avail > 0)
+            bufs[(*n)++] = uv_buf_init(b->base + b->off, avail);
+        if (r->h2_end_stream)
+            r->req_done = 1;
+        return avail;
+    }
     if (r->reqb.kind == ING_H1_BODY_LENGTH) {
         body = (uint32_t)WR_MIN((uint64_t)avail, r->reqb.remaining);
         r->reqb.remaining -= body;
@@ -1766,6 +1784,13 @@ static int parse_response_head(struct ing_req *r)
         r->upstream_keep = (r->rmsg.flags & ING_H1_F_KEEP_ALIVE) && r->rmsg.body != ING_H1_BODY_EOF;
         if (r->rmsg.body == ING_H1_BODY_EOF || r->rmsg.status == 101)
             r->client_keep = 0;
+        if (r->h2 != NULL && r->h2_xconnect && r->rmsg.status == 101) {
+            /* The WebSocket is up: the upstream's bytes until it closes, no timeout. */
+            r->respb.kind = ING_H1_BODY_EOF;
+            r->respb.done = 0;
+            r->upstream_keep = 0;
+            ing__tq_del(&u->tn);
+        }
         if (r->h2 != NULL) {
             r->dechunk = r->rmsg.body == ING_H1_BODY_CHUNKED; /* HTTP/2 has no chunks */
             r->resp_started = 1;
@@ -2267,7 +2292,8 @@ long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
         count_failure(r); /* the upstream closed before the body was complete */
         return -1;
     }
-    ing__tq_add(r->sr_worker, &u->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    if (!(r->h2_xconnect && r->rmsg.status == 101))
+        ing__tq_add(r->sr_worker, &u->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
     ing__up_read_start(u); /* there is room again */
     return sent;
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -261,6 +262,8 @@ static uint8_t header_id(const uint8_t *n, size_t len)
         return ING_H1_H_X_REQUEST_ID;
     if (IS("expect"))
         return ING_H1_H_EXPECT;
+    if (IS("upgrade"))
+        return ING_H1_H_UPGRADE;
     if (len > 6 && memcmp(n, "proxy-", 6) == 0)
         return ING_H1_H_PROXY_X;
     return ING_H1_H_OTHER;
@@ -287,7 +290,13 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     if (r == NULL || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST ||
         r->h2_bad)
         return 0;
-    if (namelen > 0 && name[0] == ':') {
+    if (namelen == 9 && memcmp(name, ":protocol", 9) == 0) {
+        /* Extended CONNECT (nghttp2 checked it comes with CONNECT, :scheme and :path): kept
+         * as the Upgrade field of the HTTP/1.1 request it becomes (ing__req_start_h2). */
+        name = (const uint8_t *)"upgrade";
+        namelen = 7;
+        r->h2_xconnect = 1;
+    } else if (namelen > 0 && name[0] == ':') {
         long off = hblock_add(r, value, valuelen, limit);
         if (off < 0) {
             r->h2_bad = 431;
@@ -322,8 +331,11 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     hd->name_len = (uint16_t)namelen;
     hd->value_len = (uint32_t)valuelen;
     hd->id = header_id(name, namelen);
-    /* TE (only "trailers" is legal in HTTP/2) is hop-by-hop for the HTTP/1.1 upstream. */
-    hd->flags = hd->id == ING_H1_H_TE || hd->id == ING_H1_H_PROXY_X ? ING_H1_HF_HOP : 0;
+    /* TE (only "trailers" is legal in HTTP/2) is hop-by-hop for the HTTP/1.1 upstream; so is
+     * the Upgrade field made from :protocol (the upstream head writes its own). */
+    hd->flags = hd->id == ING_H1_H_TE || hd->id == ING_H1_H_PROXY_X || hd->id == ING_H1_H_UPGRADE
+                    ? ING_H1_HF_HOP
+                    : 0;
     return 0;
 }
 
@@ -400,6 +412,16 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
          * HTTP/1.1 upstream, where only the last chunk can carry trailers. nghttp2 still holds
          * the DATA frames to a content-length the client sent. */
         m->body = ING_H1_BODY_CHUNKED;
+        m->content_length = 0;
+    }
+    if (r->h2_xconnect && m->method_id == ING_H1_M_CONNECT) {
+        /* RFC 8441 §5: an HTTP/1.1 WebSocket handshake towards the upstream (GET with
+         * Upgrade); its 101 becomes our 200, then the stream's DATA carry the bytes both ways
+         * until either side ends. */
+        m->method = (struct wr_str){"GET", 3};
+        m->method_id = ING_H1_M_GET;
+        m->flags |= ING_H1_F_UPGRADE;
+        m->body = ING_H1_BODY_NONE;
         m->content_length = 0;
     }
     r->h2_head_done = 1;
@@ -626,13 +648,17 @@ int ing__h2_respond(struct ing_req *r, int status, const char *location, bool bo
     char st[8];
     const struct xds_route *rt = r->route;
 
-    snprintf(st, sizeof(st), "%03u", (status ? (unsigned)status : m->status) % 1000);
+    bool ws = status == 0 && r->h2_xconnect && m->status == 101;
+    snprintf(st, sizeof(st), "%03u", ws ? 200u : (status ? (unsigned)status : m->status) % 1000);
     nv_add(nv, &n, ":status", 7, st, 3);
     if (status == 0) {
         for (unsigned i = 0; i < m->n_hdrs && n < WR_ARRAY_LEN(nv) - 6; i++) {
             struct ing_h1_hdr *hd = &m->hdrs[i];
-            if ((hd->flags & ING_H1_HF_HOP) || hd->id == ING_H1_H_TRANSFER_ENCODING)
+            if ((hd->flags & ING_H1_HF_HOP) || hd->id == ING_H1_H_TRANSFER_ENCODING ||
+                hd->id == ING_H1_H_UPGRADE)
                 continue;
+            if (ws && hd->name_len == 20 && strncasecmp(hd->name, "sec-websocket-accept", 20) == 0)
+                continue;                   /* RFC 8441 §5: not used over HTTP/2 */
             char *lname = (char *)hd->name; /* the upstream buffer is ours: lower-case in place */
             for (uint16_t k = 0; k < hd->name_len; k++)
                 lname[k] = wr_lower(lname[k]);
@@ -804,6 +830,7 @@ int ing__h2_start(struct ing_conn *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, ING_H2_MAX_STREAMS},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->w->cur->snap->max_header_bytes},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: WebSockets over streams */
     };
     nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, WR_ARRAY_LEN(iv));
     nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, ING_H2_CONN_WINDOW);

@@ -190,6 +190,7 @@ struct ing_req {
     uint8_t h2_head_done : 1;
     uint8_t h2_deferred : 1; /* the data provider waits for upstream bytes */
     uint8_t h2_closed : 1;   /* nghttp2 closed the stream */
+    uint8_t h2_xconnect : 1; /* RFC 8441 extended CONNECT: a WebSocket over this stream */
     uint64_t h2_body_total;
     uint32_t body_ready;   /* HTTP/1.1 client, HTTP/2 upstream: de-chunked bytes at body_off */
     struct ing_buf h2hdr;  /* copies of the header block */
