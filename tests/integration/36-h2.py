@@ -469,6 +469,101 @@ def test_response_trailers_from_http11_upstream():
     w.stop()
 
 
+# ---- extended CONNECT (RFC 8441): WebSockets over HTTP/2 ----------------------------------------
+
+def ws_origin(state):
+    """An HTTP/1.1 WebSocket origin: records the handshake head, answers 101 with an accept
+    value, then echoes every byte back prefixed with "echo:"; closes on "bye"."""
+    def respond(idx, data):
+        if idx not in state:
+            if b"\r\n\r\n" not in data:
+                return None
+            head, rest = data.split(b"\r\n\r\n", 1)
+            state[idx] = head.decode("latin-1")
+            out = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                   b"Sec-WebSocket-Protocol: chat\r\n\r\n")
+            return out + (b"echo:" + rest if rest else b""), False
+        if data.endswith(b"bye"):
+            return b"echo:" + data, True
+        return b"echo:" + data, False
+    return respond
+
+
+def _ws_weir():
+    state = {}
+    o = EvilOrigin(ws_origin(state)).start()
+    port, tport = free_port(), free_port()
+    cfg = config(port, tport)
+    cfg["routes"][:0] = [route("h2up", "h2c-up", path_prefix="/h2up/"),
+                         route("ws", "ws", path_prefix="/chat")]
+    cfg["clusters"] += [cluster("h2c-up", o, protocol="h2c"), cluster("ws", o)]
+    return Weir(cfg).start(), state
+
+
+def test_extended_connect_websocket():
+    w, state = _ws_weir()
+    c = H2Raw(w.port)
+    c.wait_settings()
+    check_eq(c.server_settings.get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                 (":scheme", "http"), (":path", "/chat?room=1"),
+                                 (":authority", "ws.test"), ("sec-websocket-version", "13"),
+                                 ("sec-websocket-protocol", "chat")], end_stream=False))
+    st = c.streams[sid]
+    c.wait(lambda: st.status is not None or st.done, what="the answer to the CONNECT")
+    check_eq(st.status, 200, "the upstream's 101 becomes 200")
+    check_eq(st.header("sec-websocket-protocol"), "chat", "sub-protocol passed back")
+    check_eq((st.header("sec-websocket-accept"), st.header("upgrade"), st.header("connection")),
+             (None, None, None), "no HTTP/1.1 handshake fields over HTTP/2")
+    check(not st.ended, "the stream stays open")
+    head = state[0]
+    lines = head.split("\r\n")
+    check_eq(lines[0], "GET /chat?room=1 HTTP/1.1", "the upstream's request line")
+    fields = {ln.split(":", 1)[0].lower(): ln.split(":", 1)[1].strip() for ln in lines[1:]}
+    check_eq((fields.get("upgrade"), fields.get("connection", "").lower(),
+              fields.get("sec-websocket-version"), fields.get("host")),
+             ("websocket", "upgrade", "13", "ws.test"), "handshake fields")
+    check(len(fields.get("sec-websocket-key", "")) == 24,
+          "a Sec-WebSocket-Key made by weir: %r" % fields.get("sec-websocket-key"))
+    check("content-length" not in fields and "transfer-encoding" not in fields,
+          "no body framing: %r" % head)
+    # Bytes both ways, several rounds, on a connection that also serves plain requests.
+    for i in range(3):
+        c.data(sid, b"ping%d" % i, end_stream=False)
+        want = b"echo:ping%d" % i
+        c.wait(lambda: st.body.endswith(want), what="echo %d" % i)
+    other = c.get("/hello")
+    check_eq(other.status, 200, "another stream meanwhile")
+    c.data(sid, b"bye", end_stream=False)
+    c.wait(lambda: st.done, what="the stream ends when the upstream closes")
+    check(st.ended and st.reset is None, "ended cleanly: %r" % st.reset)
+    check(st.body.endswith(b"echo:bye"), "last bytes before the end: %r" % st.body[-20:])
+    c.stop()
+    w.stop()
+
+
+def test_extended_connect_refused_cases():
+    w, state = _ws_weir()
+    c = H2Raw(w.port)
+    # Plain CONNECT (no :protocol) stays refused; an HTTP/2 upstream cannot take a WebSocket.
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":authority", "x.test:443")],
+                           end_stream=False))
+    s = c.response(sid)
+    check_eq(s.status if s.status is not None else "reset", 400, "CONNECT without :protocol")
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                 (":scheme", "http"), (":path", "/h2up/x"),
+                                 (":authority", "ws.test")], end_stream=False))
+    check_eq(c.response(sid).status, 501, "extended CONNECT to an HTTP/2 cluster")
+    check_eq(c.get("/hello").status, 200, "connection fine after them")
+    check_eq(state, {}, "nothing reached the origin")
+    c.stop()
+    w.stop()
+
+
 def test_authority_becomes_host():
     c = H2Raw(W.port)
     j = c.get("/echo", authority="shop.test:8443").json()
