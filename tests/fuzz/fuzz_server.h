@@ -3,7 +3,8 @@
  *
  * LLVMFuzzerInitialize starts ing_server_run() on a thread of its own (one worker) with an h2c
  * listener, a TLS listener (a P-256 certificate made at start-up), and an in-process HTTP/1.1
- * origin that answers every request with a chunked body and trailers; paths under /dead/ go to
+ * origin that answers every request with a chunked body and trailers (a WebSocket handshake
+ * with 101, then an echo); paths under /dead/ go to
  * a cluster without endpoints. Each input then goes over a real loopback connection through
  * weir's accept, TLS BIO, HTTP/2 and HTTP/1.1 code: the driver sends it, half-closes, and reads
  * until weir closes (at most FUZZ_WAIT_MS). A crash on any thread ends the run; coverage is
@@ -137,6 +138,8 @@ static void *fz_origin_conn(void *arg)
     static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                                "5\r\nhello\r\n0\r\nX-Sum: 1\r\nGrpc-Status: 0\r\n\r\n";
+    static const char ws101[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                "Connection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n";
     int fd = (int)(intptr_t)arg;
     char buf[65536];
     size_t n = 0;
@@ -149,7 +152,19 @@ static void *fz_origin_conn(void *arg)
             break;
         n += (size_t)k;
         buf[n] = '\0';
-        if (strstr(buf, "\r\n\r\n") != NULL) {
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end != NULL && strcasestr(buf, "\r\nUpgrade: websocket\r\n") != NULL) {
+            /* A WebSocket handshake: 101, then echo until EOF (or the 2 s receive timeout). */
+            fz_write_all(fd, ws101, sizeof(ws101) - 1);
+            size_t rest = n - (size_t)(end + 4 - buf);
+            if (rest > 0)
+                fz_write_all(fd, end + 4, rest);
+            ssize_t k2;
+            while ((k2 = recv(fd, buf, sizeof(buf), 0)) > 0)
+                fz_write_all(fd, buf, (size_t)k2);
+            break;
+        }
+        if (end != NULL) {
             fz_write_all(fd, resp, sizeof(resp) - 1);
             break;
         }
