@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <weir/hc.h>
 
@@ -26,6 +28,8 @@ static void req_finish(struct ing_req *r);
 static void req_abort(struct ing_req *r);
 static void client_read_start(struct ing_conn *c);
 static void client_read_stop(struct ing_conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* ---- canned answers ---- */
 
@@ -89,9 +93,68 @@ void ing__conn_close(struct ing_conn *c)
         _Atomic uint64_t *k = xds_counters_w(c->lst->stats, c->w->idx);
         xds_ctr_add(&k[0], (uint64_t)-1);
     }
-    if (c->tls != NULL)
+    if (c->tls != NULL && !c->lingering)
         ing__tls_shutdown(c->tls);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+/* ---- lingering close ----
+ *
+ * Closing a socket whose receive queue holds unread bytes makes the kernel send a reset, and a
+ * reset can destroy the response the client has not read yet. So when a connection closes after
+ * a response while the client may still be sending (an unread request body, pipelined requests),
+ * weir sends close_notify (TLS), half-closes, and reads and drops what comes until the client's
+ * FIN, for at most LINGER_MS and LINGER_MAX_BYTES (nginx's lingering_close does the same). */
+
+#define LINGER_MS        5000
+#define LINGER_MAX_BYTES (1u << 20)
+
+static void on_linger_shutdown(uv_shutdown_t *sr, int status)
+{
+    struct ing_conn *c = sr->data;
+
+    free(sr);
+    if (status < 0 && status != UV_ECANCELED)
+        ing__conn_close(c);
+}
+
+static void conn_linger(struct ing_conn *c)
+{
+    uv_shutdown_t *sr = malloc(sizeof(*sr));
+
+    if (sr == NULL) {
+        ing__conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->state = ING_C_CLOSING;
+    c->linger_bytes = 0;
+    if (c->tls != NULL)
+        ing__tls_shutdown(c->tls);
+    sr->data = c;
+    if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_linger_shutdown) != 0) {
+        free(sr);
+        ing__conn_close(c);
+        return;
+    }
+    ing__buf_release(c->w, &c->in);
+    ing__tq_add(c->w, &c->tn, ING_TQ_CLIENT_SEND, LINGER_MS);
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+/* Whether the client may still be sending when the connection closes after <r>. */
+static bool conn_should_linger(const struct ing_conn *c, const struct ing_req *r)
+{
+    if (c->eof || c->closing || c->state == ING_C_TUNNEL || c->w->draining)
+        return false;
+    if (!r->req_done || c->in.off < c->in.len)
+        return true;
+    if (c->tls != NULL) {
+        const struct ing_buf *cin = ing__tls_cin(c->tls);
+        return cin->off < cin->len;
+    }
+    return false;
 }
 
 /* ---- TLS callbacks of a client connection ---- */
@@ -198,7 +261,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(h, struct ing_conn, tcp);
 
-    if (c->tls != NULL) {
+    if (c->tls != NULL && !c->lingering) {
         ing__tls_alloc(c->tls, buf);
         return;
     }
@@ -215,6 +278,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct ing_conn *c = WR_CONTAINER_OF(s, struct ing_conn, tcp);
 
+    if (c->lingering) { /* drop what comes; close at EOF, error or the byte limit */
+        if (nread > 0)
+            c->linger_bytes += (uint32_t)WR_MIN((size_t)nread, LINGER_MAX_BYTES);
+        c->in.off = c->in.len = 0;
+        if (nread < 0 || c->linger_bytes >= LINGER_MAX_BYTES)
+            ing__conn_close(c);
+        return;
+    }
     if (nread > 0 && c->tls != NULL) {
         struct ing_buf *cin = ing__tls_cin(c->tls);
         cin->len += (uint32_t)nread;
@@ -476,6 +547,7 @@ static void req_try_free(struct ing_req *r)
         ing__snap_unpin(w, r->sr);
     r->sr = NULL;
     ing__buf_release(w, &r->h2trl);
+    ing__buf_release(w, &r->rtrl);
     ing__req_put(w, r);
 }
 
@@ -792,6 +864,15 @@ static bool build_upstream_head(struct ing_req *r, struct wr_str host)
             }
         }
     }
+    if (r->h2_xconnect) {
+        /* RFC 8441 §5: HTTP/2 clients send no key; the HTTP/1.1 handshake needs one. */
+        unsigned char key[16];
+        if (RAND_bytes(key, sizeof(key)) != 1)
+            return false;
+        p = PUTLIT(p, "Sec-WebSocket-Key: ");
+        p += EVP_EncodeBlock((unsigned char *)p, key, sizeof(key));
+        p = PUTLIT(p, "\r\n");
+    }
     p = PUTLIT(p, "\r\n");
     b->len = (uint32_t)(p - b->base);
     b->off = 0;
@@ -919,7 +1000,7 @@ static void req_route(struct ing_req *r)
         /* HTTP/2 upstream: the header list is made when the stream is submitted. CONNECT
          * would need RFC 9113 §8.5 tunnels, and HTTP/2 has no Upgrade (§8.6): an upgrade
          * request goes on as the plain request it also is. */
-        if (m->method_id == ING_H1_M_CONNECT) {
+        if (m->method_id == ING_H1_M_CONNECT || r->h2_xconnect) {
             req_error(r, 501, true);
             return;
         }
@@ -970,8 +1051,8 @@ void ing__req_start_h2(struct ing_req *r, int status)
     r->sr = ing__snap_pin(r->sr_worker);
     r->reqb.kind = m->body;
     r->reqb.remaining = m->content_length;
-    r->req_done =
-        m->body == ING_H1_BODY_NONE || (m->body == ING_H1_BODY_LENGTH && m->content_length == 0);
+    r->req_done = !r->h2_xconnect && (m->body == ING_H1_BODY_NONE ||
+                                      (m->body == ING_H1_BODY_LENGTH && m->content_length == 0));
     r->client_keep = 1;
     if (status != 0) {
         req_error(r, status, false);
@@ -1047,6 +1128,8 @@ static void conn_process(struct ing_conn *c)
 {
     struct ing_worker *w = c->w;
 
+    if (c->lingering)
+        return;
     if (c->proxy_pending && (c->in.len == c->in.off || !ing__conn_proxy_header(c, &c->in)))
         return;
     if (c->h2 != NULL) {
@@ -1171,8 +1254,59 @@ static void conn_process(struct ing_conn *c)
 
 static void on_upstream_written(uv_write_t *wr, int status);
 
+/* Appends <n> bytes to the malloc'd buffer <b> (its capacity doubles from 256). */
+static bool buf_add(struct ing_worker *w, struct ing_buf *b, const char *p, uint32_t n)
+{
+    if (b->len + n > b->cap) {
+        uint32_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *nb = malloc(cap);
+        if (nb == NULL)
+            return false;
+        if (b->len > 0)
+            memcpy(nb, b->base, b->len);
+        uint32_t len = b->len;
+        ing__buf_release(w, b);
+        *b = (struct ing_buf){.base = nb, .cap = cap, .len = len};
+    }
+    memcpy(b->base + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
+/* The HTTP/2 client's trailers (records in r->h2trl) as the last chunk of an HTTP/1.1 chunked
+ * body: "0" CRLF, the fields, CRLF. The text replaces the records in r->h2trl. Returns false
+ * when there are none (or no memory: they are dropped then). */
+static bool h2_trailers_chunk(struct ing_req *r)
+{
+    struct wr_str names[ING_MAX_HDRS], values[ING_MAX_HDRS];
+    unsigned k = ing__trl_list(&r->h2trl, names, values, ING_MAX_HDRS);
+    size_t len = 5;
+
+    if (k == 0)
+        return false;
+    for (unsigned i = 0; i < k; i++)
+        len += names[i].len + values[i].len + 4;
+    char *out = malloc(len), *p = out;
+    if (out == NULL)
+        return false;
+    p = PUTLIT(p, "0\r\n");
+    for (unsigned i = 0; i < k; i++) {
+        p = put(p, names[i].p, names[i].len);
+        p = PUTLIT(p, ": ");
+        p = put(p, values[i].p, values[i].len);
+        p = PUTLIT(p, "\r\n");
+    }
+    p = PUTLIT(p, "\r\n");
+    ing__buf_release(r->sr_worker, &r->h2trl);
+    r->h2trl = (struct ing_buf){.base = out, .cap = (uint32_t)len, .len = (uint32_t)(p - out)};
+    return true;
+}
+
 /* The body of an HTTP/2 stream, for the HTTP/1.1 upstream: fixed length as it is, unknown
- * length re-framed as chunked. Fills bufs[*n...] and returns the source bytes taken. */
+ * length (or one with trailers) re-framed as chunked, the trailers in the last chunk. Fills
+ * bufs[*n...] and returns the source bytes taken. */
 static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
 {
     static char crlf_end[] = "\r\n0\r\n\r\n";
@@ -1181,6 +1315,13 @@ static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
 
     if (r->req_done)
         return 0;
+    if (r->h2_xconnect) { /* WebSocket bytes, as they are */
+        if (avail > 0)
+            bufs[(*n)++] = uv_buf_init(b->base + b->off, avail);
+        if (r->h2_end_stream)
+            r->req_done = 1;
+        return avail;
+    }
     if (r->reqb.kind == ING_H1_BODY_LENGTH) {
         body = (uint32_t)WR_MIN((uint64_t)avail, r->reqb.remaining);
         r->reqb.remaining -= body;
@@ -1192,15 +1333,18 @@ static uint32_t h2_body_slice(struct ing_req *r, uv_buf_t *bufs, unsigned *n)
     }
     /* chunked: "<hex>\r\n" data "\r\n", and "0\r\n\r\n" once the client ended the stream */
     bool end = r->h2_end_stream;
+    bool trl = end && h2_trailers_chunk(r);
     if (avail > 0) {
         int hl = snprintf(r->chunk_hdr, sizeof(r->chunk_hdr), "%x\r\n", avail);
         bufs[(*n)++] = uv_buf_init(r->chunk_hdr, (unsigned)hl);
         bufs[(*n)++] = uv_buf_init(b->base + b->off, avail);
-        bufs[(*n)++] = uv_buf_init(crlf_end, end ? sizeof(crlf_end) - 1 : 2);
+        bufs[(*n)++] = uv_buf_init(crlf_end, end && !trl ? sizeof(crlf_end) - 1 : 2);
         body = avail;
-    } else if (end) {
+    } else if (end && !trl) {
         bufs[(*n)++] = uv_buf_init(crlf_end + 2, sizeof(crlf_end) - 3);
     }
+    if (trl)
+        bufs[(*n)++] = uv_buf_init(r->h2trl.base, r->h2trl.len);
     if (end)
         r->req_done = 1;
     return body;
@@ -1640,6 +1784,13 @@ static int parse_response_head(struct ing_req *r)
         r->upstream_keep = (r->rmsg.flags & ING_H1_F_KEEP_ALIVE) && r->rmsg.body != ING_H1_BODY_EOF;
         if (r->rmsg.body == ING_H1_BODY_EOF || r->rmsg.status == 101)
             r->client_keep = 0;
+        if (r->h2 != NULL && r->h2_xconnect && r->rmsg.status == 101) {
+            /* The WebSocket is up: the upstream's bytes until it closes, no timeout. */
+            r->respb.kind = ING_H1_BODY_EOF;
+            r->respb.done = 0;
+            r->upstream_keep = 0;
+            ing__tq_del(&u->tn);
+        }
         if (r->h2 != NULL) {
             r->dechunk = r->rmsg.body == ING_H1_BODY_CHUNKED; /* HTTP/2 has no chunks */
             r->resp_started = 1;
@@ -2001,6 +2152,11 @@ static void req_finish(struct ing_req *r)
         c->in.off = r->body_off;
     c->req = NULL;
     r->c = NULL;
+    if (!keep && conn_should_linger(c, r)) {
+        req_try_free(r);
+        conn_linger(c);
+        return;
+    }
     req_try_free(r);
     if (!keep) {
         ing__conn_close(c);
@@ -2043,7 +2199,7 @@ void ing__conn_drain(struct ing_conn *c)
         ing__h2_drain(c);
         return;
     }
-    if (c->state == ING_C_IDLE && c->req == NULL)
+    if ((c->state == ING_C_IDLE && c->req == NULL) || c->lingering)
         ing__conn_close(c);
 }
 
@@ -2095,12 +2251,21 @@ long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
             break;
         case ING_H1_BODY_CHUNKED: {
             struct take_ctx t = {dst + sent};
+            uint32_t trl0 = r->respb.ck.trailer_len;
             long k = ing_h1_chunked_scan(&r->respb.ck, start, in, take_cb, &t);
             if (k < 0) {
                 count_failure(r);
                 return -1;
             }
             take = (uint32_t)k;
+            /* The trailer section is the last thing in a chunked body: the bytes the scanner
+             * counted as trailer in this call are the last it took. Kept for the HTTP/2
+             * client (ing_h2.c sends them as a HEADERS frame after the data). */
+            uint32_t tn = r->respb.ck.trailer_len - trl0;
+            if (tn > 0 && !buf_add(r->sr_worker, &r->rtrl, start + take - tn, tn)) {
+                count_failure(r);
+                return -1;
+            }
             n = (uint32_t)(t.out - (dst + sent));
             r->respb.done = r->respb.ck.done;
             break;
@@ -2127,7 +2292,8 @@ long ing__resp_take(struct ing_req *r, char *dst, size_t max, bool *eof)
         count_failure(r); /* the upstream closed before the body was complete */
         return -1;
     }
-    ing__tq_add(r->sr_worker, &u->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
+    if (!(r->h2_xconnect && r->rmsg.status == 101))
+        ing__tq_add(r->sr_worker, &u->tn, ING_TQ_UP_RESPONSE, r->route->timeout_ms);
     ing__up_read_start(u); /* there is room again */
     return sent;
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -261,6 +262,8 @@ static uint8_t header_id(const uint8_t *n, size_t len)
         return ING_H1_H_X_REQUEST_ID;
     if (IS("expect"))
         return ING_H1_H_EXPECT;
+    if (IS("upgrade"))
+        return ING_H1_H_UPGRADE;
     if (len > 6 && memcmp(n, "proxy-", 6) == 0)
         return ING_H1_H_PROXY_X;
     return ING_H1_H_OTHER;
@@ -278,15 +281,22 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
 
     if (r != NULL && f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_HEADERS &&
         r->h2_head_done) {
-        /* Trailers (nghttp2 checked there is no pseudo-header): kept for an HTTP/2 upstream;
-         * an HTTP/1.1 one does not get them. Over the limit, the rest is dropped. */
+        /* Trailers (nghttp2 checked there is no pseudo-header): passed on after the body, as
+         * the trailers of an HTTP/2 upstream's stream or in the last chunk of an HTTP/1.1
+         * upstream's chunked body. Over the limit, the rest is dropped. */
         ing__trl_add(r->sr_worker, &r->h2trl, name, namelen, value, valuelen, limit);
         return 0;
     }
     if (r == NULL || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST ||
         r->h2_bad)
         return 0;
-    if (namelen > 0 && name[0] == ':') {
+    if (namelen == 9 && memcmp(name, ":protocol", 9) == 0) {
+        /* Extended CONNECT (nghttp2 checked it comes with CONNECT, :scheme and :path): kept
+         * as the Upgrade field of the HTTP/1.1 request it becomes (ing__req_start_h2). */
+        name = (const uint8_t *)"upgrade";
+        namelen = 7;
+        r->h2_xconnect = 1;
+    } else if (namelen > 0 && name[0] == ':') {
         long off = hblock_add(r, value, valuelen, limit);
         if (off < 0) {
             r->h2_bad = 431;
@@ -321,8 +331,11 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t
     hd->name_len = (uint16_t)namelen;
     hd->value_len = (uint32_t)valuelen;
     hd->id = header_id(name, namelen);
-    /* TE (only "trailers" is legal in HTTP/2) is hop-by-hop for the HTTP/1.1 upstream. */
-    hd->flags = hd->id == ING_H1_H_TE || hd->id == ING_H1_H_PROXY_X ? ING_H1_HF_HOP : 0;
+    /* TE (only "trailers" is legal in HTTP/2) is hop-by-hop for the HTTP/1.1 upstream; so is
+     * the Upgrade field made from :protocol (the upstream head writes its own). */
+    hd->flags = hd->id == ING_H1_H_TE || hd->id == ING_H1_H_PROXY_X || hd->id == ING_H1_H_UPGRADE
+                    ? ING_H1_HF_HOP
+                    : 0;
     return 0;
 }
 
@@ -352,7 +365,7 @@ static int method_id(struct wr_str m)
 static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stream)
 {
     struct ing_h1_msg *m = &r->msg;
-    bool te_trailers = false;
+    bool te_trailers = false, trailer = false;
 
     fix_slice(r, &m->method);
     fix_slice(r, &m->target);
@@ -363,6 +376,8 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
         if (m->hdrs[i].id == ING_H1_H_TE)
             te_trailers =
                 wr_str_eq((struct wr_str){m->hdrs[i].value, m->hdrs[i].value_len}, "trailers", 8);
+        if (m->hdrs[i].name_len == 7 && memcmp(m->hdrs[i].name, "trailer", 7) == 0)
+            trailer = true;
         if (m->hdrs[i].id == ING_H1_H_HOST && m->host.p == NULL) {
             m->host.p = m->hdrs[i].value;
             m->host.len = m->hdrs[i].value_len;
@@ -392,8 +407,22 @@ static void request_ready(struct ing_h2conn *h, struct ing_req *r, bool end_stre
     if (end_stream) {
         m->body = ING_H1_BODY_NONE;
         r->h2_end_stream = 1;
-    } else if (m->body != ING_H1_BODY_LENGTH) {
-        m->body = ING_H1_BODY_CHUNKED; /* length unknown: chunked towards the upstream */
+    } else if (m->body != ING_H1_BODY_LENGTH || trailer) {
+        /* Length unknown, or trailers announced (RFC 9110 §6.6.2 "Trailer"): chunked towards an
+         * HTTP/1.1 upstream, where only the last chunk can carry trailers. nghttp2 still holds
+         * the DATA frames to a content-length the client sent. */
+        m->body = ING_H1_BODY_CHUNKED;
+        m->content_length = 0;
+    }
+    if (r->h2_xconnect && m->method_id == ING_H1_M_CONNECT) {
+        /* RFC 8441 §5: an HTTP/1.1 WebSocket handshake towards the upstream (GET with
+         * Upgrade); its 101 becomes our 200, then the stream's DATA carry the bytes both ways
+         * until either side ends. */
+        m->method = (struct wr_str){"GET", 3};
+        m->method_id = ING_H1_M_GET;
+        m->flags |= ING_H1_F_UPGRADE;
+        m->body = ING_H1_BODY_NONE;
+        m->content_length = 0;
     }
     r->h2_head_done = 1;
     /* What the head takes once serialized as HTTP/1.1 ("name: value\r\n" per field, the
@@ -425,7 +454,7 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
             request_ready(h, r, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0);
             return 0;
         }
-        /* Trailers: an HTTP/1.1 upstream gets the body's end (trailers are not forwarded). */
+        /* Trailers (on_header kept them): they end the body. */
         if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
             r->h2_end_stream = 1;
             ing__req_body_more(r);
@@ -530,12 +559,49 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t err, void 
 
 /* ---- the response ---- */
 
-/* Sends the HTTP/2 upstream's trailers (grpc-status...) of <r>, if it sent any. */
+/* Splits the trailer section of an HTTP/1.1 chunked response (raw "name: value" CRLF lines,
+ * checked by the chunked scanner, then the final CRLF) into fields, lower-casing the names in
+ * place for HTTP/2 and dropping forbidden ones. Returns how many were kept. */
+static unsigned h1_trailers(struct ing_buf *raw, struct wr_str *names, struct wr_str *values,
+                            unsigned max)
+{
+    char *p = raw->base, *end = raw->base ? raw->base + raw->len : NULL;
+    unsigned n = 0;
+
+    while (p != NULL && p < end && n < max) {
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL)
+            break;
+        char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon != NULL && colon > p) {
+            char *v = colon + 1, *ve = eol;
+            if (ve > v && ve[-1] == '\r')
+                ve--;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            for (char *k = p; k < colon; k++)
+                if (*k >= 'A' && *k <= 'Z')
+                    *k = (char)(*k - 'A' + 'a');
+            if (!ing__trl_forbidden(p, (size_t)(colon - p))) {
+                names[n] = (struct wr_str){p, (size_t)(colon - p)};
+                values[n++] = (struct wr_str){v, (size_t)(ve - v)};
+            }
+        }
+        p = eol + 1;
+    }
+    return n;
+}
+
+/* Sends the upstream's trailers of <r>, if it sent any: an HTTP/2 upstream's (grpc-status...),
+ * or the trailer section of an HTTP/1.1 upstream's chunked body. */
 static bool submit_trailers(nghttp2_session *ses, struct ing_req *r)
 {
     struct wr_str names[ING_MAX_HDRS], values[ING_MAX_HDRS];
     nghttp2_nv nv[ING_MAX_HDRS];
-    unsigned n = ing__h2up_trailers(r, names, values, ING_MAX_HDRS);
+    unsigned n = r->h2s != NULL ? ing__h2up_trailers(r, names, values, ING_MAX_HDRS)
+                                : h1_trailers(&r->rtrl, names, values, ING_MAX_HDRS);
 
     for (unsigned i = 0; i < n; i++)
         nv[i] = (nghttp2_nv){(uint8_t *)names[i].p, (uint8_t *)values[i].p, names[i].len,
@@ -555,7 +621,7 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
     if (eof) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         r->resp_done = 1;
-        if (r->h2s != NULL && submit_trailers(ses, r))
+        if ((r->h2s != NULL || r->rtrl.len > 0) && submit_trailers(ses, r))
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers' HEADERS end it */
         return n;
     }
@@ -582,13 +648,17 @@ int ing__h2_respond(struct ing_req *r, int status, const char *location, bool bo
     char st[8];
     const struct xds_route *rt = r->route;
 
-    snprintf(st, sizeof(st), "%03u", (status ? (unsigned)status : m->status) % 1000);
+    bool ws = status == 0 && r->h2_xconnect && m->status == 101;
+    snprintf(st, sizeof(st), "%03u", ws ? 200u : (status ? (unsigned)status : m->status) % 1000);
     nv_add(nv, &n, ":status", 7, st, 3);
     if (status == 0) {
         for (unsigned i = 0; i < m->n_hdrs && n < WR_ARRAY_LEN(nv) - 6; i++) {
             struct ing_h1_hdr *hd = &m->hdrs[i];
-            if ((hd->flags & ING_H1_HF_HOP) || hd->id == ING_H1_H_TRANSFER_ENCODING)
+            if ((hd->flags & ING_H1_HF_HOP) || hd->id == ING_H1_H_TRANSFER_ENCODING ||
+                hd->id == ING_H1_H_UPGRADE)
                 continue;
+            if (ws && hd->name_len == 20 && strncasecmp(hd->name, "sec-websocket-accept", 20) == 0)
+                continue;                   /* RFC 8441 §5: not used over HTTP/2 */
             char *lname = (char *)hd->name; /* the upstream buffer is ours: lower-case in place */
             for (uint16_t k = 0; k < hd->name_len; k++)
                 lname[k] = wr_lower(lname[k]);
@@ -760,6 +830,7 @@ int ing__h2_start(struct ing_conn *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, ING_H2_MAX_STREAMS},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->w->cur->snap->max_header_bytes},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: WebSockets over streams */
     };
     nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, WR_ARRAY_LEN(iv));
     nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, ING_H2_CONN_WINDOW);

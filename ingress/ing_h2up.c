@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
@@ -174,13 +175,67 @@ static long blk_add(struct ing_worker *w, struct ing_buf *b, const void *p, size
     return off;
 }
 
-/* Trailer fields are kept as records: u16 name length, u32 value length, name, value. */
+/* Fields a trailer section must not carry, whichever way it goes (RFC 9110 §6.5.1): hop-by-hop
+ * and framing fields, routing, authentication, request modifiers, response control data and
+ * content metadata. Matched case-insensitively; pseudo-headers are refused too. */
+bool ing__trl_forbidden(const char *name, size_t len)
+{
+    static const char *const names[] = {
+        "age",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-range",
+        "content-type",
+        "cookie",
+        "date",
+        "expect",
+        "expires",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "keep-alive",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "range",
+        "retry-after",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "vary",
+        "warning",
+        "www-authenticate",
+    };
+
+    if (len == 0 || name[0] == ':')
+        return true;
+    for (size_t i = 0; i < WR_ARRAY_LEN(names); i++)
+        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+/* Trailer fields are kept as records: u16 name length, u32 value length, name, value. Forbidden
+ * fields (ing__trl_forbidden) are dropped here. */
 bool ing__trl_add(struct ing_worker *w, struct ing_buf *b, const void *name, size_t nl,
                   const void *value, size_t vl, uint32_t limit)
 {
     uint16_t n16 = (uint16_t)nl;
     uint32_t v32 = (uint32_t)vl;
 
+    if (ing__trl_forbidden(name, nl))
+        return true;
     if (nl > UINT16_MAX || b->len + 6 + nl + vl > limit)
         return false;
     return blk_add(w, b, &n16, 2, limit) >= 0 && blk_add(w, b, &v32, 4, limit) >= 0 &&

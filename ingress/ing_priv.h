@@ -125,7 +125,9 @@ struct ing_conn {
     uint8_t closing : 1;
     uint8_t close_after : 1;   /* close once the current response is written */
     uint8_t proxy_pending : 1; /* a PROXY protocol header must come first */
+    uint8_t lingering : 1;     /* answered and half-closed: reading to EOF before the close */
     uint32_t nreqs;
+    uint32_t linger_bytes; /* discarded while lingering */
 };
 
 enum ing_up_state {
@@ -188,11 +190,14 @@ struct ing_req {
     uint8_t h2_head_done : 1;
     uint8_t h2_deferred : 1; /* the data provider waits for upstream bytes */
     uint8_t h2_closed : 1;   /* nghttp2 closed the stream */
+    uint8_t h2_xconnect : 1; /* RFC 8441 extended CONNECT: a WebSocket over this stream */
     uint64_t h2_body_total;
     uint32_t body_ready;   /* HTTP/1.1 client, HTTP/2 upstream: de-chunked bytes at body_off */
     struct ing_buf h2hdr;  /* copies of the header block */
     struct ing_buf h2body; /* request body received, not yet forwarded */
-    struct ing_buf h2trl;  /* request trailers of an HTTP/2 client (ing__trl_add records) */
+    struct ing_buf h2trl;  /* request trailers of an HTTP/2 client (ing__trl_add records; for an
+                            * HTTP/1.1 upstream, replaced by their serialized last chunk) */
+    struct ing_buf rtrl;   /* raw trailer section of an HTTP/1.1 chunked response (HTTP/2 client) */
     const char *canned;    /* an answer of our own (HTTP/2 error body) */
     uint32_t canned_len, canned_off;
     char chunk_hdr[24]; /* chunk-size line when re-framing an HTTP/2 body for HTTP/1.1 */
@@ -484,6 +489,7 @@ const char *ing__h2up_tail(struct ing_req *r, uint32_t *len);
 void ing__h2up_timeout(struct ing_up *u, uint8_t kind);
 void ing__h2up_close_idle(struct ing_up *u);
 void ing__h2_defer_schedule(struct ing_worker *w);
+bool ing__trl_forbidden(const char *name, size_t len);
 bool ing__trl_add(struct ing_worker *w, struct ing_buf *b, const void *name, size_t nl,
                   const void *value, size_t vl, uint32_t limit);
 unsigned ing__trl_list(const struct ing_buf *b, struct wr_str *names, struct wr_str *values,

@@ -236,6 +236,21 @@ struct ing_buf *ing__tls_cin(struct ing_tls *t)
     return &t->cin;
 }
 
+/* Server side, TLS 1.3 resumption: issues one new ticket, as a full handshake does. The ticket
+ * callback (xds_tls.c) renews only tickets of a retired key, so without this a resumed
+ * connection sends none, and a client that keeps its sessions in an OpenSSL client cache (wrk,
+ * curl) falls back to a full handshake on every other connection: OpenSSL's client drops a
+ * TLS 1.3 session from its cache once it has been used (tickets are meant to be used once). */
+static void renew_ticket(struct ing_tls *t)
+{
+    if (!SSL_is_server(t->ssl) || !SSL_session_reused(t->ssl) ||
+        SSL_version(t->ssl) < TLS1_3_VERSION)
+        return;
+    if (SSL_new_session_ticket(t->ssl) == 1)
+        SSL_do_handshake(t->ssl); /* writes the ticket now, ahead of the response */
+    ERR_clear_error();
+}
+
 /* Decrypts what is buffered into *t->plain. Returns the plaintext bytes added (>= 0), -1 when
  * the connection must close (handshake or record error), -2 at close_notify. */
 static long decrypt(struct ing_tls *t)
@@ -252,6 +267,7 @@ static long decrypt(struct ing_tls *t)
             return e == SSL_ERROR_WANT_READ && !t->failed ? 0 : -1;
         }
         t->handshake_done = true;
+        renew_ticket(t);
         if (t->ops->handshake(t->owner) != 0)
             return -1;
     }

@@ -269,6 +269,133 @@ def test_session_resumption_survives_reload():
         check(all(got), "ticket issued before a SIGHUP resumes after it: %r" % got)
 
 
+def test_resumed_connection_issues_a_new_ticket():
+    # A client that keeps its sessions in an OpenSSL client cache (wrk, curl, s_client -sess_out)
+    # drops a TLS 1.3 session once it has resumed with it, so it can resume again only with a
+    # ticket sent on the resumed connection. s_client -sess_out writes the session only when a
+    # ticket arrives: chaining -sess_in/-sess_out fails at the third connection without one.
+    d = tmpdir()
+    req = b"GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    prev = None
+    for i in range(5):
+        out = os.path.join(d, "sess%d.pem" % i)
+        args = ["-tls1_3", "-ign_eof", "-sess_out", out] + (["-sess_in", prev] if prev else [])
+        s = s_client(TLS_PORT, *args, data=req)
+        check(s.ok, "connection %d: handshake: %r" % (i, s))
+        check("HTTP/1.1 200" in s.out, "connection %d: response: %s" % (i, s.out[-300:]))
+        check_eq(s.reused, i > 0, "connection %d resumed" % i)
+        check(os.path.exists(out) and os.path.getsize(out) > 0,
+              "connection %d (%s) brought a session ticket" % (i, "resumed" if i else "full"))
+        prev = out
+
+
+def _raw_tls_read_to_eof(port, request):
+    """Sends <request> over TLS (an SSLObject on memory BIOs) and reads the socket to EOF.
+    Returns (plaintext, how the TLS stream ended: "close_notify" or "eof")."""
+    ctx = tls_client_ctx()
+    inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, outg, server_hostname=None)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    plain, ended = b"", None
+    try:
+        def pump_out():
+            data = outg.read()
+            if data:
+                sock.sendall(data)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump_out()
+                data = sock.recv(65536)
+                check(data, "EOF during the handshake")
+                inc.write(data)
+        obj.write(request)
+        pump_out()
+        while ended is None:
+            try:
+                while True:
+                    d = obj.read(65536)
+                    if not d:  # _ssl reads close_notify as b""
+                        ended = "close_notify"
+                        break
+                    plain += d
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                ended = "close_notify"
+            if ended:
+                break
+            data = sock.recv(65536)
+            if not data:
+                inc.write_eof()
+                try:
+                    plain += obj.read(65536)
+                    ended = "eof"
+                except ssl.SSLZeroReturnError:
+                    ended = "close_notify"
+                except ssl.SSLEOFError:
+                    ended = "eof"
+                break
+            inc.write(data)
+    finally:
+        sock.close()
+    return plain, ended or "eof"
+
+
+def test_close_notify_before_fin_on_connection_close():
+    for path in ("/hello", "/bytes/300000"):
+        plain, ended = _raw_tls_read_to_eof(
+            TLS_PORT, b"GET %s HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n" % path.encode())
+        check(plain.startswith(b"HTTP/1.1 200"), "%s: response: %r" % (path, plain[:80]))
+        check_eq(ended, "close_notify", "%s: how weir ended the TLS stream" % path)
+
+
+def _unread_body_then_read(conn_factory):
+    """POSTs a head announcing 10 MB to a cluster without endpoints (answered at once with
+    Connection: close), keeps sending body bytes after the answer, then reads. Returns
+    (send error or None, status line, how the stream ended)."""
+    c = conn_factory()
+    c.send(b"POST /none/x HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10000000\r\n\r\n" +
+           b"x" * 65536)
+    time.sleep(0.3 * SLOW)
+    err = None
+    try:
+        c.send(b"y" * 200000)
+    except OSError as e:
+        err = repr(e)
+    time.sleep(0.3 * SLOW)
+    data, ended = b"", None
+    c.sock.settimeout(10)
+    try:
+        while True:
+            d = c.sock.recv(65536)
+            if not d:
+                ended = "fin"
+                break
+            data += d
+    except ConnectionResetError:
+        ended = "reset"
+    c.stop()
+    return err, data.split(b"\r\n", 1)[0], ended
+
+
+def test_lingering_close_no_reset_on_unread_body():
+    # Closing with the body's bytes still arriving would make the kernel answer them with a
+    # reset: the client's send fails (and a reset can destroy the response it has not read).
+    port = free_port()
+    cfg = main_config(port)
+    cfg["routes"].insert(0, route("none", "empty", path_prefix="/none/"))
+    cfg["clusters"].append({"name": "empty", "endpoints": []})
+    w = Weir(cfg).start()
+    err, status, ended = _unread_body_then_read(lambda: Raw(w.port))
+    check_eq(err, None, "plain: error sending the rest of the body after weir answered")
+    check_eq(status, b"HTTP/1.1 503 Service Unavailable", "plain: status")
+    check_eq(ended, "fin", "plain: how the connection ended")
+    w.stop()
+
+
 # ---- certificates on SIGHUP ---------------------------------------------------------------------
 
 def _reload_weir():

@@ -80,7 +80,7 @@ class H2Lib:
             pass
 
     def request(self, path, method="GET", headers=(), body=None, content_length=True,
-                authority=None):
+                authority=None, trailers=None):
         sid = self.conn.get_next_available_stream_id()
         h = [(":method", method), (":scheme", "https" if self.tls else "http"),
              (":path", path), (":authority", authority or self.authority)] + list(headers)
@@ -88,9 +88,9 @@ class H2Lib:
             h.append(("content-length", str(len(body))))
         self.conn.send_headers(sid, h, end_stream=body is None)
         self.resp[sid] = {"status": None, "headers": [], "body": bytearray(), "ended": False,
-                          "reset": None}
+                          "reset": None, "trailers": None}
         if body is not None:
-            self.pending[sid] = [memoryview(body), True]
+            self.pending[sid] = [memoryview(body), trailers or True]
         self._flush()
         return sid
 
@@ -104,7 +104,9 @@ class H2Lib:
                 self.conn.send_data(sid, p[0][:n].tobytes())
                 p[0] = p[0][n:]
             if len(p[0]) == 0:
-                if p[1]:
+                if isinstance(p[1], list):
+                    self.conn.send_headers(sid, p[1], end_stream=True)  # trailers
+                elif p[1]:
                     self.conn.end_stream(sid)
                 del self.pending[sid]
         data = self.conn.data_to_send()
@@ -131,6 +133,8 @@ class H2Lib:
                 elif isinstance(ev, h2.events.DataReceived):
                     self.resp[ev.stream_id]["body"] += ev.data
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    self.resp[ev.stream_id]["trailers"] = list(ev.headers)
                 elif isinstance(ev, h2.events.StreamEnded):
                     self.resp[ev.stream_id]["ended"] = True
                 elif isinstance(ev, h2.events.StreamReset):
@@ -353,6 +357,211 @@ def test_request_trailers():
     check_eq((s.status, s.json()["body"]), (200, "abc"), "body before trailers delivered")
     check_eq(c.get("/hello").status, 200, "connection fine after a request with trailers")
     c.stop()
+
+
+# ---- trailers between HTTP/2 clients and HTTP/1.1 upstreams --------------------------------------
+
+def _parse_chunked(rest):
+    """(body, trailer lines) of a complete chunked body in <rest>, or None if incomplete."""
+    body, p = b"", rest
+    while True:
+        i = p.find(b"\r\n")
+        if i < 0:
+            return None
+        size = int(p[:i].split(b";")[0], 16)
+        p = p[i + 2:]
+        if size == 0:
+            break
+        if len(p) < size + 2:
+            return None
+        body, p = body + p[:size], p[size + 2:]
+    end = p.find(b"\r\n\r\n") if p[:2] != b"\r\n" else -2
+    if end == -1:
+        return None
+    lines = [] if end == -2 else p[:end].split(b"\r\n")
+    return body, [ln.decode() for ln in lines]
+
+
+def trailer_origin(idx, data):
+    """An HTTP/1.1 origin that reports the request's framing, body and trailers in a JSON body,
+    sent chunked with trailers of its own (some that must not pass)."""
+    if b"\r\n\r\n" not in data:
+        return None
+    head, rest = data.split(b"\r\n\r\n", 1)
+    fields = [ln.split(b":", 1) for ln in head.split(b"\r\n")[1:]]
+    hdrs = {k.strip().lower().decode(): v.strip().decode() for k, v in fields}
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        got = _parse_chunked(rest)
+        if got is None:
+            return None
+        body, trailers = got
+    else:
+        n = int(hdrs.get("content-length", "0"))
+        if len(rest) < n:
+            return None
+        body, trailers = rest[:n], []
+    j = json.dumps({"te": hdrs.get("transfer-encoding"), "cl": hdrs.get("content-length"),
+                    "trailer_hdr": hdrs.get("trailer"), "body": body.decode(),
+                    "trailers": trailers}).encode()
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Trailer: X-Resp-Sum, Grpc-Status\r\n\r\n" +
+            b"%x\r\n%s\r\n" % (len(j), j) +
+            b"0\r\nX-Resp-Sum: abc123\r\nGrpc-Status:  0 \r\nContent-Length: 99\r\n"
+            b"Set-Cookie: s=1\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n")
+    return resp, False
+
+
+def _trailer_weir():
+    o = EvilOrigin(trailer_origin).start()
+    port, tport = free_port(), free_port()
+    return Weir(config(port, tport, cluster_origin=o)).start(), tport
+
+
+def test_request_trailers_to_http11_upstream_chunked():
+    w, tport = _trailer_weir()
+    c = H2Lib(tport, tls=True)
+    # No content-length: chunked towards the HTTP/1.1 upstream; trailers in the last chunk, the
+    # forbidden ones (framing, routing, authentication, content metadata) dropped.
+    r = c.get("/t", method="POST", body=b"hello", content_length=False,
+              trailers=[("x-checksum", "sha256=1"), ("x-two", "b"), ("host", "evil.test"),
+                        ("authorization", "Bearer x"), ("content-type", "text/evil")])
+    j = lib_json(r, "request with trailers")
+    check_eq((j["te"], j["cl"], j["body"]), ("chunked", None, "hello"), "framing and body")
+    check_eq(j["trailers"], ["x-checksum: sha256=1", "x-two: b"], "trailers the origin got")
+    c.close()
+    w.stop()
+
+
+def test_request_trailers_announced_with_content_length():
+    # With a content-length, the body goes chunked only when a Trailer field announces
+    # trailers (HTTP/1.1 carries trailers only in a chunked body).
+    w, tport = _trailer_weir()
+    c = H2Lib(tport, tls=True)
+    r = c.get("/t", method="POST", body=b"abcdef", headers=[("trailer", "x-checksum")],
+              trailers=[("x-checksum", "42")])
+    j = lib_json(r, "announced trailers")
+    check_eq((j["te"], j["cl"], j["body"], j["trailer_hdr"]),
+             ("chunked", None, "abcdef", "x-checksum"), "framing, body, Trailer field")
+    check_eq(j["trailers"], ["x-checksum: 42"], "trailers the origin got")
+    # Without the announcement, the length is kept (and late trailers cannot follow).
+    r = c.get("/t", method="POST", body=b"xyz", trailers=[("x-checksum", "7")])
+    j = lib_json(r, "unannounced trailers")
+    check_eq((j["te"], j["cl"], j["body"], j["trailers"]), (None, "3", "xyz", []),
+             "content-length kept, trailers dropped")
+    c.close()
+    w.stop()
+
+
+def test_response_trailers_from_http11_upstream():
+    w, tport = _trailer_weir()
+    c = H2Lib(tport, tls=True)
+    r = c.get("/t")
+    j = lib_json(r, "response with trailers")
+    check_eq(j["body"], "", "GET body")
+    check_eq(r["trailers"], [("x-resp-sum", "abc123"), ("grpc-status", "0")],
+             "trailers the HTTP/2 client got (names lower-cased, forbidden ones dropped)")
+    # Many streams at once, each with its trailers.
+    sids = [c.request("/t", method="POST", body=b"s%d" % i) for i in range(20)]
+    got = c.run(sids)
+    check_eq([x["trailers"] for x in got],
+             [[("x-resp-sum", "abc123"), ("grpc-status", "0")]] * 20, "trailers on 20 streams")
+    c.close()
+    w.stop()
+
+
+# ---- extended CONNECT (RFC 8441): WebSockets over HTTP/2 ----------------------------------------
+
+def ws_origin(state):
+    """An HTTP/1.1 WebSocket origin: records the handshake head, answers 101 with an accept
+    value, then echoes every byte back prefixed with "echo:"; closes on "bye"."""
+    def respond(idx, data):
+        if idx not in state:
+            if b"\r\n\r\n" not in data:
+                return None
+            head, rest = data.split(b"\r\n\r\n", 1)
+            state[idx] = head.decode("latin-1")
+            out = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                   b"Sec-WebSocket-Protocol: chat\r\n\r\n")
+            return out + (b"echo:" + rest if rest else b""), False
+        if data.endswith(b"bye"):
+            return b"echo:" + data, True
+        return b"echo:" + data, False
+    return respond
+
+
+def _ws_weir():
+    state = {}
+    o = EvilOrigin(ws_origin(state)).start()
+    port, tport = free_port(), free_port()
+    cfg = config(port, tport)
+    cfg["routes"][:0] = [route("h2up", "h2c-up", path_prefix="/h2up/"),
+                         route("ws", "ws", path_prefix="/chat")]
+    cfg["clusters"] += [cluster("h2c-up", o, protocol="h2c"), cluster("ws", o)]
+    return Weir(cfg).start(), state
+
+
+def test_extended_connect_websocket():
+    w, state = _ws_weir()
+    c = H2Raw(w.port)
+    c.wait_settings()
+    check_eq(c.server_settings.get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                 (":scheme", "http"), (":path", "/chat?room=1"),
+                                 (":authority", "ws.test"), ("sec-websocket-version", "13"),
+                                 ("sec-websocket-protocol", "chat")], end_stream=False))
+    st = c.streams[sid]
+    c.wait(lambda: st.status is not None or st.done, what="the answer to the CONNECT")
+    check_eq(st.status, 200, "the upstream's 101 becomes 200")
+    check_eq(st.header("sec-websocket-protocol"), "chat", "sub-protocol passed back")
+    check_eq((st.header("sec-websocket-accept"), st.header("upgrade"), st.header("connection")),
+             (None, None, None), "no HTTP/1.1 handshake fields over HTTP/2")
+    check(not st.ended, "the stream stays open")
+    head = state[0]
+    lines = head.split("\r\n")
+    check_eq(lines[0], "GET /chat?room=1 HTTP/1.1", "the upstream's request line")
+    fields = {ln.split(":", 1)[0].lower(): ln.split(":", 1)[1].strip() for ln in lines[1:]}
+    check_eq((fields.get("upgrade"), fields.get("connection", "").lower(),
+              fields.get("sec-websocket-version"), fields.get("host")),
+             ("websocket", "upgrade", "13", "ws.test"), "handshake fields")
+    check(len(fields.get("sec-websocket-key", "")) == 24,
+          "a Sec-WebSocket-Key made by weir: %r" % fields.get("sec-websocket-key"))
+    check("content-length" not in fields and "transfer-encoding" not in fields,
+          "no body framing: %r" % head)
+    # Bytes both ways, several rounds, on a connection that also serves plain requests.
+    for i in range(3):
+        c.data(sid, b"ping%d" % i, end_stream=False)
+        want = b"echo:ping%d" % i
+        c.wait(lambda: st.body.endswith(want), what="echo %d" % i)
+    other = c.get("/hello")
+    check_eq(other.status, 200, "another stream meanwhile")
+    c.data(sid, b"bye", end_stream=False)
+    c.wait(lambda: st.done, what="the stream ends when the upstream closes")
+    check(st.ended and st.reset is None, "ended cleanly: %r" % st.reset)
+    check(st.body.endswith(b"echo:bye"), "last bytes before the end: %r" % st.body[-20:])
+    c.stop()
+    w.stop()
+
+
+def test_extended_connect_refused_cases():
+    w, state = _ws_weir()
+    c = H2Raw(w.port)
+    # Plain CONNECT (no :protocol) stays refused; an HTTP/2 upstream cannot take a WebSocket.
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":authority", "x.test:443")],
+                           end_stream=False))
+    s = c.response(sid)
+    check_eq(s.status if s.status is not None else "reset", 400, "CONNECT without :protocol")
+    sid = c.new_sid()
+    c.send(c.headers_frame(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                 (":scheme", "http"), (":path", "/h2up/x"),
+                                 (":authority", "ws.test")], end_stream=False))
+    check_eq(c.response(sid).status, 501, "extended CONNECT to an HTTP/2 cluster")
+    check_eq(c.get("/hello").status, 200, "connection fine after them")
+    check_eq(state, {}, "nothing reached the origin")
+    c.stop()
+    w.stop()
 
 
 def test_authority_becomes_host():
