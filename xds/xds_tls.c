@@ -49,11 +49,17 @@ struct ticket_keyset {
 
 static _Atomic(struct ticket_keyset *) ticket_keys;
 static struct ticket_keyset *ticket_keys_retired; /* control thread only */
+/* AES-256-CBC fetched once (with the first keys, before any worker runs; read-only after): the
+ * legacy EVP_aes_256_cbc() makes OpenSSL 3 look the implementation up by name on every ticket. */
+static EVP_CIPHER *ticket_cipher;
 
 void xds_tls_rotate_ticket_keys(void)
 {
     struct ticket_keyset *ks = wr_xcalloc(1, sizeof(*ks));
     struct ticket_keyset *old = atomic_load(&ticket_keys);
+
+    if (ticket_cipher == NULL)
+        ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
 
     if (RAND_bytes((unsigned char *)&ks->k[0], sizeof(ks->k[0])) != 1) {
         wr_err("tls: cannot generate session ticket keys; keeping the current ones");
@@ -99,8 +105,9 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     };
     if (EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
-    if (enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1
-            : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+    const EVP_CIPHER *cipher = ticket_cipher != NULL ? ticket_cipher : EVP_aes_256_cbc();
+    if (enc ? EVP_EncryptInit_ex2(cctx, cipher, k->aes, iv, NULL) != 1
+            : EVP_DecryptInit_ex2(cctx, cipher, k->aes, iv, NULL) != 1)
         return -1;
     return rc;
 }
