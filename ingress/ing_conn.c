@@ -241,6 +241,8 @@ void ing__conn_accept(struct ing_listener *l)
         ing__conn_close(c);
         return;
     }
+    if (c->tls != NULL)
+        ing__tls_pin(c->tls, l->tls_cfg);
     ing__tq_add(w, &c->tn, ING_TQ_CLIENT_HEAD, w->cur->snap->client_header_timeout_ms);
     client_read_start(c);
 }

@@ -78,10 +78,11 @@ struct ing_listener {
     bool h2c;            /* HTTP/2 with prior knowledge accepted */
     bool proxy_protocol; /* connections start with a PROXY header */
     bool closing;
-    bool handle_closed;         /* freed when the last of its connections closes */
-    unsigned n_conns;           /* connections accepted on it and still open */
-    void *ssl_ctx;              /* SSL_CTX * of the current snapshot's listener (ref held) */
-    struct xds_counters *stats; /* ref held */
+    bool handle_closed;               /* freed when the last of its connections closes */
+    unsigned n_conns;                 /* connections accepted on it and still open */
+    void *ssl_ctx;                    /* SSL_CTX * of tls_cfg (borrowed from it) */
+    struct xds_listener_tls *tls_cfg; /* the current snapshot's listener TLS (ref held) */
+    struct xds_counters *stats;       /* ref held */
 };
 
 /* ---- snapshot pins: per worker, plain integers ---- */
@@ -424,6 +425,9 @@ struct ing_tls_ops {
     void (*fail)(void *owner);          /* fatal TLS or socket error: close */
     int (*handshake)(void *owner);      /* the handshake completed; < 0 fails the connection */
 };
+
+/* The connection keeps <cfg> (its SSL_CTX and SNI state) alive until it is freed. */
+void ing__tls_pin(struct ing_tls *t, struct xds_listener_tls *cfg);
 struct ing_tls *ing__tls_new(void *ssl_ctx, bool server, const char *sni, struct ing_worker *w,
                              uv_stream_t *stream, struct ing_buf *plain,
                              const struct ing_tls_ops *ops, void *owner);

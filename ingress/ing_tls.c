@@ -30,11 +30,12 @@ struct ing_tls {
     struct ing_buf *plain; /* where decrypted bytes go (the owner's input buffer) */
     const struct ing_tls_ops *ops;
     void *owner;
-    struct ing_buf cin;   /* ciphertext received, not yet given to OpenSSL */
-    struct ing_buf cout;  /* ciphertext being written */
-    struct ing_buf cnext; /* ciphertext produced while cout is being written */
-    uv_write_t *wreq;     /* only while a write is queued: idle connections stay small */
-    uv_write_t *user_req; /* a caller's write waiting for its bytes to be flushed */
+    struct xds_listener_tls *pin; /* server side: the listener TLS its SSL_CTX belongs to */
+    struct ing_buf cin;           /* ciphertext received, not yet given to OpenSSL */
+    struct ing_buf cout;          /* ciphertext being written */
+    struct ing_buf cnext;         /* ciphertext produced while cout is being written */
+    uv_write_t *wreq;             /* only while a write is queued: idle connections stay small */
+    uv_write_t *user_req;         /* a caller's write waiting for its bytes to be flushed */
     uv_write_cb user_cb;
     struct wr_list pump_link; /* w->tls_pumpq */
     bool writing;
@@ -413,7 +414,13 @@ void ing__tls_free(struct ing_tls *t)
     ing__buf_release(t->w, &t->cout);
     ing__buf_release(t->w, &t->cnext);
     SSL_free(t->ssl);
+    xds_listener_tls_unref(t->pin);
     free(t);
+}
+
+void ing__tls_pin(struct ing_tls *t, struct xds_listener_tls *cfg)
+{
+    t->pin = xds_listener_tls_ref(cfg);
 }
 
 bool ing__tls_alpn_h2(struct ing_tls *t)

@@ -258,7 +258,7 @@ static void on_timer(uv_timer_t *t)
 static void listener_free(struct ing_listener *l)
 {
     xds_counters_unref(l->stats);
-    SSL_CTX_free(l->ssl_ctx);
+    xds_listener_tls_unref(l->tls_cfg);
     free(l->name);
     free(l->address);
     free(l);
@@ -281,15 +281,15 @@ void ing__listener_conn_closed(struct ing_listener *l)
         listener_free(l);
 }
 
-/* Takes the TLS context of <xl> (certificates may change with each snapshot). */
+/* Takes the TLS settings of <xl> (certificates may change with each snapshot); connections
+ * pin the ones they started their handshake with. */
 static void listener_set_ctx(struct ing_listener *l, const struct xds_listener *xl)
 {
-    SSL_CTX *ctx = xl->tls != NULL ? xl->tls->ssl_ctx : NULL;
+    struct xds_listener_tls *t = xds_listener_tls_ref(xl->tls);
 
-    if (ctx != NULL)
-        SSL_CTX_up_ref(ctx);
-    SSL_CTX_free(l->ssl_ctx);
-    l->ssl_ctx = ctx;
+    xds_listener_tls_unref(l->tls_cfg);
+    l->tls_cfg = t;
+    l->ssl_ctx = t != NULL ? t->ssl_ctx : NULL;
 }
 
 static void listener_close(struct ing_listener *l)
@@ -350,7 +350,7 @@ static int listener_open(struct ing_worker *w, const struct xds_listener *xl)
 fail_free:
     wr_err("listener %s: %s", xl->name, uv_strerror(rc));
     xds_counters_unref(l->stats);
-    SSL_CTX_free(l->ssl_ctx);
+    xds_listener_tls_unref(l->tls_cfg);
     free(l->name);
     free(l->address);
     free(l);

@@ -162,6 +162,11 @@ void xds__listener_tls_unref(struct xds_listener_tls *t)
     free(t);
 }
 
+void xds_listener_tls_unref(struct xds_listener_tls *t)
+{
+    xds__listener_tls_unref(t);
+}
+
 static void free_listener(struct xds_listener *l)
 {
     free(l->name);

@@ -180,6 +180,18 @@ struct xds_listener_tls {
     struct xds_tls_sni *sni; /* private to xds/xds_tls.c */
 };
 
+/* A listener's TLS settings and contexts are shared by the snapshots that did not change them
+ * and pinned by whoever still uses their SSL_CTX (a worker's listener, a connection in its
+ * handshake: SNI switches contexts through state that lives here). Any thread. */
+static inline struct xds_listener_tls *xds_listener_tls_ref(struct xds_listener_tls *t)
+{
+    if (t != NULL)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void xds_listener_tls_unref(struct xds_listener_tls *t); /* NULL is a no-op */
+
 /* Replaces the process-wide session-ticket keys (the previous key still decrypts). Called at
  * boot by the first TLS listener and then periodically by the control thread. */
 void xds_tls_rotate_ticket_keys(void);
