@@ -36,30 +36,6 @@ bool consul__name_ok(const char *name)
     return true;
 }
 
-/* A DNS host name as xds/ accepts it: labels of letters, digits and inner '-', 1..63 bytes,
- * 253 at most in all. */
-static bool host_name_ok(const char *s, size_t len)
-{
-    size_t label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i <= len; i++) {
-        char ch = i < len ? s[i] : '.';
-        if (ch == '.') {
-            if (label == 0 || label > 63 || s[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
-        if (!alnum && (ch != '-' || label == 0))
-            return false;
-        label++;
-    }
-    return true;
-}
-
 /* A request path prefix or check path: starts with '/', printable ASCII without spaces. */
 static bool path_ok(const char *s, bool allow_query)
 {
@@ -107,7 +83,7 @@ static bool add_hosts(struct consul_tags *t, const char *value, char **problem)
         if (len > 1 && h[len - 1] == '.')
             h[--len] = '\0';
         const char *name = strncmp(h, "*.", 2) == 0 ? h + 2 : h;
-        if (!host_name_ok(name, strlen(name))) {
+        if (!xds_host_name_valid(name, strlen(name))) {
             *problem = wr_xasprintf("tag \"weir.host=%s\": \"%s\" is not a host name or *.suffix",
                                     value, h);
             free(h);

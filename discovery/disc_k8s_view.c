@@ -69,7 +69,7 @@ static const char **sorted_keys(json_t *o, size_t *n)
 
 bool k8s__host_ok(char *h)
 {
-    size_t len = strlen(h), label = 0;
+    size_t len = strlen(h);
 
     for (char *p = h; *p; p++)
         *p = wr_lower(*p);
@@ -79,22 +79,7 @@ bool k8s__host_ok(char *h)
         h += 2;
         len -= 2;
     }
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i <= len; i++) {
-        char ch = i < len ? h[i] : '.';
-        if (ch == '.') {
-            if (label == 0 || label > 63 || h[i - 1] == '-')
-                return false;
-            label = 0;
-        } else if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-                   (ch == '-' && label > 0)) {
-            label++;
-        } else {
-            return false;
-        }
-    }
-    return true;
+    return xds_host_name_valid(h, len);
 }
 
 bool k8s__path_ok(const char *p)

@@ -30,61 +30,6 @@ const char *disc_reason_name(enum disc_reason r)
     return (unsigned)r < DISC_ERR_COUNT ? reason_names[r] : "unknown";
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s != NULL ? wr_xstrdup(s) : NULL;
-}
-
-static char **dup_strv(char *const *v, uint32_t n)
-{
-    char **out = wr_xcalloc(n + 1, sizeof(*out));
-    for (uint32_t i = 0; i < n; i++)
-        out[i] = wr_xstrdup(v[i]);
-    return out;
-}
-
-static void free_strv(char **v, uint32_t n)
-{
-    for (uint32_t i = 0; v != NULL && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-static void copy_cfg(struct xds_discovery *d, const struct xds_discovery *s)
-{
-    *d = *s;
-    d->path = dup_or_null(s->path);
-    d->name = dup_or_null(s->name);
-    d->cluster = dup_or_null(s->cluster);
-    d->resolvers = dup_strv(s->resolvers, s->n_resolvers);
-    d->address = dup_or_null(s->address);
-    d->token_file = dup_or_null(s->token_file);
-    d->ca_file = dup_or_null(s->ca_file);
-    d->datacenter = dup_or_null(s->datacenter);
-    d->kubeconfig = dup_or_null(s->kubeconfig);
-    d->ingress_class = dup_or_null(s->ingress_class);
-    d->namespaces = dup_strv(s->namespaces, s->n_namespaces);
-    d->publish_address = dup_or_null(s->publish_address);
-    d->publish_service = dup_or_null(s->publish_service);
-}
-
-static void free_cfg(struct xds_discovery *d)
-{
-    free(d->path);
-    free(d->name);
-    free(d->cluster);
-    free_strv(d->resolvers, d->n_resolvers);
-    free(d->address);
-    free(d->token_file);
-    free(d->ca_file);
-    free(d->datacenter);
-    free(d->kubeconfig);
-    free(d->ingress_class);
-    free_strv(d->namespaces, d->n_namespaces);
-    free(d->publish_address);
-    free(d->publish_service);
-}
-
 static char *make_label(const struct xds_discovery *d)
 {
     switch (d->type) {
@@ -114,13 +59,13 @@ struct disc_provider *disc_provider_new(uv_loop_t *loop, const struct xds_discov
     p->ops = ops_by_type[t];
     p->loop = loop;
     p->index = index;
-    copy_cfg(&p->cfg, cfg);
+    xds_discovery_copy(&p->cfg, cfg);
     p->label = make_label(&p->cfg);
     p->cb = cb;
     p->cb_arg = arg;
     p->rng = wr_mono_ns() ^ ((uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull);
     if (p->ops->init(p) != 0) {
-        free_cfg(&p->cfg);
+        xds_discovery_dispose(&p->cfg);
         free(p->label);
         free(p);
         return NULL;
@@ -144,7 +89,7 @@ void disc_provider_close(struct disc_provider *p)
 
 void disc__closed(struct disc_provider *p)
 {
-    free_cfg(&p->cfg);
+    xds_discovery_dispose(&p->cfg);
     free(p->label);
     free(p->last_error);
     free(p);

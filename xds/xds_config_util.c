@@ -254,6 +254,11 @@ bool xds__cfg_file(struct xds__cfg *c, json_t *obj, const char *key, unsigned fl
 
 /* ---- syntax checks ------------------------------------------------------------------------ */
 
+bool xds_host_name_valid(const char *s, size_t len)
+{
+    return xds__cfg_host_name(s, len);
+}
+
 /* RFC 1123 host name: dot-separated labels of 1-63 letters, digits and '-' (not at either end
  * of a label), 253 characters at most. */
 bool xds__cfg_host_name(const char *s, size_t len)

@@ -194,7 +194,38 @@ static void free_route(struct xds_route *r)
     xds_counters_unref(r->hist);
 }
 
-static void free_discovery(struct xds_discovery *d)
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? wr_xstrdup(s) : NULL;
+}
+
+static char **dup_strv(char *const *v, uint32_t n)
+{
+    char **out = wr_xcalloc(n + 1, sizeof(*out));
+    for (uint32_t i = 0; i < n; i++)
+        out[i] = wr_xstrdup(v[i]);
+    return out;
+}
+
+void xds_discovery_copy(struct xds_discovery *d, const struct xds_discovery *s)
+{
+    *d = *s;
+    d->path = dup_or_null(s->path);
+    d->name = dup_or_null(s->name);
+    d->cluster = dup_or_null(s->cluster);
+    d->resolvers = dup_strv(s->resolvers, s->n_resolvers);
+    d->address = dup_or_null(s->address);
+    d->token_file = dup_or_null(s->token_file);
+    d->ca_file = dup_or_null(s->ca_file);
+    d->datacenter = dup_or_null(s->datacenter);
+    d->kubeconfig = dup_or_null(s->kubeconfig);
+    d->ingress_class = dup_or_null(s->ingress_class);
+    d->namespaces = dup_strv(s->namespaces, s->n_namespaces);
+    d->publish_address = dup_or_null(s->publish_address);
+    d->publish_service = dup_or_null(s->publish_service);
+}
+
+void xds_discovery_dispose(struct xds_discovery *d)
 {
     free(d->path);
     free(d->name);
@@ -227,7 +258,7 @@ void xds__snapshot_free(struct xds_snapshot *s)
         xds_counters_unref(s->rollouts[i].stats);
     }
     for (uint32_t i = 0; s->discovery != NULL && i < s->n_discovery; i++)
-        free_discovery(&s->discovery[i]);
+        xds_discovery_dispose(&s->discovery[i]);
     free(s->listeners);
     free(s->routes);
     free(s->clusters);

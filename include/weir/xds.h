@@ -404,6 +404,15 @@ struct xds_discovery {
     char *publish_address, *publish_service;
 };
 
+/* A deep copy of <src> into <dst> (discovery/ keeps its provider's settings past the snapshot),
+ * and the release of one. */
+void xds_discovery_copy(struct xds_discovery *dst, const struct xds_discovery *src);
+void xds_discovery_dispose(struct xds_discovery *d);
+
+/* RFC 1123 host name (dot-separated labels of letters, digits and inner '-', 1-63 bytes each,
+ * 253 in all), as the config's "host" fields accept it; providers check what they route with it. */
+bool xds_host_name_valid(const char *s, size_t len);
+
 #define XDS_HIST_BUCKETS 14
 extern const double xds_hist_bounds[XDS_HIST_BUCKETS]; /* seconds, upper bounds ("le") */
 
