@@ -376,9 +376,12 @@ void ing__disc_close(struct ing_server *srv)
 
 /* ---- admin: /ready and /metrics ---- */
 
-bool ing__disc_stale(struct ing_server *srv, const char **why)
+/* One pass over the providers for /ready: a stale provider wins over one still waiting for its
+ * first view, which counts only while <booting>. */
+bool ing__disc_not_ready(struct ing_server *srv, bool booting, const char **why)
 {
     struct ing_disc *d = srv->disc;
+    bool waiting = false;
 
     for (unsigned i = 0; d != NULL && i < d->n; i++) {
         struct disc_status st;
@@ -389,27 +392,13 @@ bool ing__disc_stale(struct ing_server *srv, const char **why)
             *why = "a discovery provider is stale";
             return true;
         }
-    }
-    return false;
-}
-
-bool ing__disc_waiting(struct ing_server *srv, const char **why)
-{
-    struct ing_disc *d = srv->disc;
-
-    for (unsigned i = 0; d != NULL && i < d->n; i++) {
-        struct disc_status st;
-        if (d->slots[i].p == NULL)
-            continue;
-        disc_provider_status(d->slots[i].p, &st);
         /* Delivered is not enough: until it is built and published (or rejected), traffic
          * would still meet the snapshot without it. */
-        if (st.updates == 0 || (d->slots[i].view == NULL && d->slots[i].rejected == NULL)) {
-            *why = "waiting for the first view of a discovery provider";
-            return true;
-        }
+        waiting |= st.updates == 0 || (d->slots[i].view == NULL && d->slots[i].rejected == NULL);
     }
-    return false;
+    if (booting && waiting)
+        *why = "waiting for the first view of a discovery provider";
+    return booting && waiting;
 }
 
 static void esc(struct wr_sbuf *b, const char *s)

@@ -353,8 +353,7 @@ unsigned ing__disc_views(struct ing_server *srv, struct xds_view *out, int with_
 bool ing__disc_sync(struct ing_server *srv, const struct xds_snapshot *s);
 void ing__disc_built(struct ing_server *srv, const struct xds_snapshot *s);
 void ing__disc_close(struct ing_server *srv);
-bool ing__disc_stale(struct ing_server *srv, const char **why);
-bool ing__disc_waiting(struct ing_server *srv, const char **why);
+bool ing__disc_not_ready(struct ing_server *srv, bool booting, const char **why);
 void ing__disc_metrics(struct ing_server *srv, struct wr_sbuf *b);
 
 /* ing_worker.c */

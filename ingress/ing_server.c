@@ -242,9 +242,7 @@ static bool hook_not_ready(void *arg, const char **why)
 
     if (srv->disc == NULL)
         return false;
-    if (ing__disc_stale(srv, why))
-        return true;
-    return wr_mono_ns() / 1000000u - srv->boot_ms < INITIAL_SYNC_MS && ing__disc_waiting(srv, why);
+    return ing__disc_not_ready(srv, wr_mono_ns() / 1000000u - srv->boot_ms < INITIAL_SYNC_MS, why);
 }
 
 static void hook_extra_metrics(void *arg, struct wr_sbuf *b)
